@@ -1,0 +1,1 @@
+"""idemscope dashboard."""

@@ -1,0 +1,35 @@
+"""idemscope middleware: Idempotency-Key for ASGI apps on Redis, with Prometheus metrics."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .asgi import IdempotencyMiddleware
+from .errors import IdempotencyError, StoreError
+from .keys import InvalidKey, authorization_scope, parse_key
+from .memory_store import MemoryStore
+from .metrics import IdempotencyMetrics
+from .records import Claim, Record, RequestInfo, StoredResponse
+from .redis_store import RedisStore
+from .routes import ResolvedRoute, RouteOptions, idempotent
+from .store import Store
+
+__all__ = [
+    "Claim",
+    "IdempotencyError",
+    "IdempotencyMetrics",
+    "IdempotencyMiddleware",
+    "InvalidKey",
+    "MemoryStore",
+    "Record",
+    "RedisStore",
+    "RequestInfo",
+    "ResolvedRoute",
+    "RouteOptions",
+    "Store",
+    "StoreError",
+    "StoredResponse",
+    "authorization_scope",
+    "idempotent",
+    "parse_key",
+]

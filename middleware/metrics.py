@@ -1,0 +1,142 @@
+"""Prometheus metrics of the middleware (and of the dashboard's actions).
+
+Build them with `IdempotencyMetrics.for_registry(registry, prefix)`: one set per registry and prefix, so several
+apps in one process share them instead of failing on duplicate registration. Labels are bounded: `route` is a
+route template (or `__unmatched__`), `method` one of the configured methods; never a key, path or tenant.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import ClassVar
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from . import __version__
+
+OUTCOMES = (
+    "processed",
+    "replayed",
+    "conflict",
+    "mismatch",
+    "invalid_key",
+    "missing_key",
+    "store_error",
+    "not_stored",
+)
+OPERATIONS = ("claim", "complete", "release", "renew")
+ADMIN_ACTIONS = ("evict", "bulk_evict", "release", "set_ttl")
+ADMIN_RESULTS = ("ok", "not_found", "refused", "error")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+HELD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
+SIZE_BUCKETS = (256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0)
+
+
+class IdempotencyMetrics:
+    _instances: ClassVar[dict[tuple[int, str], IdempotencyMetrics]] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry | None = None, prefix: str = "idempotency") -> IdempotencyMetrics:
+        registry = REGISTRY if registry is None else registry
+        with cls._lock:
+            found = cls._instances.get((id(registry), prefix))
+            if found is None or found.registry is not registry:
+                found = cls._instances[(id(registry), prefix)] = cls(registry, prefix)
+            return found
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "idempotency") -> None:
+        self.registry = registry
+        p = prefix
+        self.requests = Counter(
+            f"{p}_requests",
+            "Requests seen by the idempotency middleware, by outcome.",
+            ["outcome", "method", "route"],
+            registry=registry,
+        )
+        self.store_duration = Histogram(
+            f"{p}_store_operation_duration_seconds",
+            "Time of one store operation (one Redis round trip), by operation.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            f"{p}_store_errors",
+            "Store operations that failed (timeout, connection, Redis error), by operation and error class.",
+            ["operation", "error"],
+            registry=registry,
+        )
+        self.lock_held = Histogram(
+            f"{p}_lock_held_seconds",
+            "Time from claiming a key to storing its response.",
+            buckets=HELD_BUCKETS,
+            registry=registry,
+        )
+        self.replay_age = Histogram(
+            f"{p}_replay_age_seconds",
+            "Age of the stored response when a retry replayed it (how late clients retry).",
+            buckets=AGE_BUCKETS,
+            registry=registry,
+        )
+        self.stored_bytes = Histogram(
+            f"{p}_stored_response_bytes",
+            "Size of response bodies stored for replay.",
+            buckets=SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.leases_lost = Counter(
+            f"{p}_leases_lost",
+            "Responses not stored because the key's lease had expired or moved to another owner.",
+            registry=registry,
+        )
+        self.lease_renewals = Counter(
+            f"{p}_lease_renewals",
+            "Lease renewals (heartbeats) of long-running requests.",
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{p}_requests_in_flight",
+            "Requests holding an idempotency lock in this process (summed over live processes).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            f"{p}_build_info",
+            "idemscope version, always 1.",
+            ["version"],
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        self.admin_actions = Counter(
+            f"{p}_admin_actions",
+            "Manual actions taken in the dashboard or the CLI, by action and result.",
+            ["action", "result"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__).set(1)
+        for operation in OPERATIONS:
+            self.store_duration.labels(operation)
+        for action in ADMIN_ACTIONS:
+            for result in ADMIN_RESULTS:
+                self.admin_actions.labels(action, result)
+        self._children: dict[tuple[str, str, str], Counter] = {}
+        self._routes_seen: set[tuple[str, str]] = set()
+        self._pid = os.getpid()
+
+    def count(self, outcome: str, method: str, route: str) -> None:
+        child = self._children.get((outcome, method, route))
+        if child is None:
+            child = self._init_route(outcome, method, route)
+        child.inc()
+
+    def _init_route(self, outcome: str, method: str, route: str) -> Counter:
+        with self._lock:
+            if (method, route) not in self._routes_seen:
+                self._routes_seen.add((method, route))
+                for name in OUTCOMES:  # every outcome of a route is exported from its first request on
+                    self._children[(name, method, route)] = self.requests.labels(name, method, route)
+            return self._children[(outcome, method, route)]

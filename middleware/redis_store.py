@@ -1,0 +1,130 @@
+"""RedisStore: the records in Redis, every mutation one Lua script called by SHA."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from .records import Claim, Record, RequestInfo, StoredResponse, decode_headers, encode_headers, record_from_fields
+from .store import DEFAULT_PREFIX, Store, owner_id
+
+if TYPE_CHECKING:
+    from redis.asyncio.cluster import RedisCluster
+
+    AnyRedis = aioredis.Redis | RedisCluster
+else:
+    AnyRedis = Any
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text("utf-8")
+
+
+class RedisStore(Store):
+    """Records in Redis (or a Redis Cluster). The client must not decode responses (bodies are bytes)."""
+
+    def __init__(self, client: AnyRedis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must not contain '{' or '}': the record key's hash tag follows it")
+        self.client = client
+        self.prefix = prefix
+        self.owner = owner_id()
+        self._claim: AsyncScript = client.register_script(_script("claim"))
+        self._complete: AsyncScript = client.register_script(_script("complete"))
+        self._release: AsyncScript = client.register_script(_script("release"))
+        self._renew: AsyncScript = client.register_script(_script("renew"))
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0, **kwargs: Any
+    ) -> RedisStore:
+        """A store on a new connection pool. `timeout` bounds connecting and every reply, in seconds."""
+        kwargs.setdefault("socket_timeout", timeout)
+        kwargs.setdefault("socket_connect_timeout", timeout)
+        kwargs.setdefault("health_check_interval", 30)
+        kwargs.setdefault("decode_responses", False)
+        return cls(aioredis.Redis.from_url(url, **kwargs), prefix=prefix)
+
+    async def claim(self, record_key: str, request: RequestInfo, lease_ms: int) -> Claim:
+        token = _new_token()
+        reply = await self._claim(
+            keys=[record_key],
+            args=[
+                token,
+                request.fingerprint,
+                lease_ms,
+                request.method,
+                request.route,
+                request.key,
+                request.scope,
+                request.path,
+                self.owner,
+            ],
+        )
+        outcome = reply[0]
+        if outcome == b"claimed":
+            return Claim("claimed", token=token)
+        if outcome == b"completed":
+            _, status, headers, body, stored, completed, now = reply
+            response = StoredResponse(
+                status=int(status),
+                headers=decode_headers(headers),
+                body=body or b"",
+                stored=stored == b"1",
+                size=len(body or b""),
+            )
+            return Claim("completed", response=response, age_ms=max(0, int(now) - int(completed)))
+        if outcome == b"in_flight":
+            return Claim("in_flight", retry_after_ms=max(0, int(reply[1])))
+        return Claim("mismatch")
+
+    async def complete(self, record_key: str, token: str, response: StoredResponse, ttl_ms: int) -> int | None:
+        done, held = await self._complete(
+            keys=[record_key],
+            args=[
+                token,
+                ttl_ms,
+                response.status,
+                encode_headers(response.headers),
+                response.body if response.stored else b"",
+                "1" if response.stored else "0",
+                response.size,
+            ],
+        )
+        return int(held) if done == 1 else None
+
+    async def release(self, record_key: str, token: str) -> bool:
+        return bool(await self._release(keys=[record_key], args=[token]))
+
+    async def renew(self, record_key: str, token: str, lease_ms: int) -> bool:
+        return bool(await self._renew(keys=[record_key], args=[token, lease_ms]))
+
+    async def get(self, record_key: str) -> Record | None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(record_key)
+            pipe.pttl(record_key)
+            fields, pttl = await pipe.execute()
+        if not fields or b"state" not in fields:
+            return None
+        return record_from_fields(record_key, {k.decode(): v for k, v in fields.items()}, int(pttl))
+
+    async def scan(self, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
+        next_cursor, keys = await self.client.scan(cursor=cursor, match=match, count=count)
+        return int(next_cursor), [k.decode("utf-8", "replace") for k in keys]
+
+    async def evict(self, record_key: str) -> bool:
+        return bool(await self.client.unlink(record_key))
+
+    async def set_ttl(self, record_key: str, ttl_ms: int) -> bool:
+        return bool(await self.client.pexpire(record_key, ttl_ms))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _new_token() -> str:
+    return os.urandom(12).hex()
