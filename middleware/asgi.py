@@ -93,7 +93,7 @@ class IdempotencyMiddleware:
         self.store_timeout = store_timeout
         self.replay_header = replay_header.lower().encode("latin-1") if replay_header else None
         self.skipped_headers = SKIPPED_HEADERS if replay_set_cookie else SKIPPED_HEADERS | {b"set-cookie"}
-        self.resolve_route: RouteResolver = route_resolver or StarletteRouteResolver()
+        self.resolve_route: RouteResolver = route_resolver or StarletteRouteResolver(app)
         self.metrics = IdempotencyMetrics.for_registry(registry, metrics_prefix) if metrics else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -125,7 +125,11 @@ class IdempotencyMiddleware:
         required = options.required if options is not None and options.required is not None else self.required
         if required:
             await send_problem(
-                send, 400, "missing-key", "Idempotency key required", "This endpoint requires an Idempotency-Key header."
+                send,
+                400,
+                "missing-key",
+                "Idempotency key required",
+                "This endpoint requires an Idempotency-Key header.",
             )
             return
         await self.app(scope, receive, send)
@@ -277,9 +281,11 @@ class IdempotentRequest:
     async def capture(self, message: Message) -> None:
         kind = message["type"]
         if self.passing:
+            if kind == "http.response.body":
+                self.size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await self.finish_passing()  # the record first, then the last chunk
             await self.send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
-                await self.finish_passing()
             return
         if kind == "http.response.start":
             self.start = message
@@ -448,5 +454,3 @@ class Lease:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-

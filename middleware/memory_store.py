@@ -9,10 +9,19 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .glob import glob_to_regex
-from .records import COMPLETED, IN_FLIGHT, Claim, Record, RequestInfo, StoredResponse, encode_headers, record_from_fields
+from .records import (
+    COMPLETED,
+    IN_FLIGHT,
+    Claim,
+    Record,
+    RequestInfo,
+    StoredResponse,
+    encode_headers,
+    record_from_fields,
+)
 from .store import DEFAULT_PREFIX, Store, owner_id
 
 
@@ -164,4 +173,3 @@ class MemoryStore(Store):
             return False
         self._expires[record_key] = self._now() + ttl_ms
         return True
-

@@ -92,9 +92,11 @@ def record_from_fields(redis_key: str, fields: dict[str, bytes], pttl_ms: int) -
         except ValueError:
             return 0
 
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in decode_headers(fields["headers"])] if fields.get(
-        "headers"
-    ) else []
+    headers = (
+        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in decode_headers(fields["headers"])]
+        if fields.get("headers")
+        else []
+    )
     return Record(
         redis_key=redis_key,
         state=text("state"),

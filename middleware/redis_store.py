@@ -39,9 +39,7 @@ class RedisStore(Store):
         self._renew: AsyncScript = client.register_script(_script("renew"))
 
     @classmethod
-    def from_url(
-        cls, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0, **kwargs: Any
-    ) -> RedisStore:
+    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0, **kwargs: Any) -> RedisStore:
         """A store on a new connection pool. `timeout` bounds connecting and every reply, in seconds."""
         kwargs.setdefault("socket_timeout", timeout)
         kwargs.setdefault("socket_connect_timeout", timeout)
@@ -114,7 +112,7 @@ class RedisStore(Store):
 
     async def scan(self, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
         next_cursor, keys = await self.client.scan(cursor=cursor, match=match, count=count)
-        return int(next_cursor), [k.decode("utf-8", "replace") for k in keys]
+        return int(next_cursor), [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys]
 
     async def evict(self, record_key: str) -> bool:
         return bool(await self.client.unlink(record_key))

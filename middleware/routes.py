@@ -41,13 +41,13 @@ def idempotent(
 ) -> Callable[[F], F]:
     """Mark an endpoint with idempotency options. Put it below the route decorator::
 
-        @app.post("/payments")
-        @idempotent(required=True, ttl=7 * 24 * 3600)
-        async def create_payment(...): ...
+    @app.post("/payments")
+    @idempotent(required=True, ttl=7 * 24 * 3600)
+    async def create_payment(...): ...
 
-        @app.post("/search")
-        @idempotent(enabled=False)
-        async def search(...): ...
+    @app.post("/search")
+    @idempotent(enabled=False)
+    async def search(...): ...
     """
     options = RouteOptions(enabled=enabled, required=required, ttl=ttl, lease=lease, max_body_size=max_body_size)
 
@@ -71,12 +71,13 @@ RouteResolver = Callable[[Scope], ResolvedRoute]
 class StarletteRouteResolver:
     """Find the route template by matching the app's routes (recursing into mounts), with a bounded cache."""
 
-    def __init__(self, cache_size: int = 4096) -> None:
+    def __init__(self, app: object = None, cache_size: int = 4096) -> None:
+        self._app = app  # used when the scope names no app (the middleware wraps the Starlette app from outside)
         self._cache: OrderedDict[tuple[Any, str, str], ResolvedRoute] = OrderedDict()
         self._cache_size = cache_size
 
     def __call__(self, scope: Scope) -> ResolvedRoute:
-        app = scope.get("app")
+        app = scope.get("app", self._app)
         routes = getattr(getattr(app, "router", None), "routes", None)
         if routes is None:
             return NO_ROUTE
