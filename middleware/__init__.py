@@ -8,7 +8,7 @@ from .asgi import IdempotencyMiddleware
 from .errors import IdempotencyError, StoreError
 from .keys import InvalidKey, authorization_scope, parse_key
 from .memory_store import MemoryStore
-from .metrics import IdempotencyMetrics
+from .metrics import IdempotencyMetrics, MetricsApp, expose_metrics, metrics_app
 from .records import Claim, Record, RequestInfo, StoredResponse
 from .redis_store import RedisStore
 from .routes import ResolvedRoute, RouteOptions, idempotent
@@ -21,6 +21,7 @@ __all__ = [
     "IdempotencyMiddleware",
     "InvalidKey",
     "MemoryStore",
+    "MetricsApp",
     "Record",
     "RedisStore",
     "RequestInfo",
@@ -30,6 +31,8 @@ __all__ = [
     "StoreError",
     "StoredResponse",
     "authorization_scope",
+    "expose_metrics",
     "idempotent",
+    "metrics_app",
     "parse_key",
 ]

@@ -11,9 +11,12 @@ import os
 import threading
 from typing import ClassVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app, multiprocess
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from . import __version__
+from .types import Receive, Scope, Send
 
 OUTCOMES = (
     "processed",
@@ -140,3 +143,34 @@ class IdempotencyMetrics:
                 for name in OUTCOMES:  # every outcome of a route is exported from its first request on
                     self._children[(name, method, route)] = self.requests.labels(name, method, route)
             return self._children[(outcome, method, route)]
+
+
+class MetricsApp:
+    """An ASGI app serving /metrics (prometheus_client's, with OpenMetrics content negotiation).
+
+    With `registry=None` it serves the global registry, or, when PROMETHEUS_MULTIPROC_DIR is set (several worker
+    processes), the sum over all processes' metric files.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        if registry is None:
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                registry = CollectorRegistry()
+                multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            else:
+                registry = REGISTRY
+        self.registry = registry
+        self._app = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def metrics_app(registry: CollectorRegistry | None = None) -> MetricsApp:
+    """`app.add_route("/metrics", metrics_app())`, or `app.mount("/metrics", metrics_app())`."""
+    return MetricsApp(registry)
+
+
+def expose_metrics(app: Starlette, path: str = "/metrics", registry: CollectorRegistry | None = None) -> None:
+    """Serve the metrics at `path` on a Starlette or FastAPI app: `expose_metrics(app)`."""
+    app.router.routes.append(Route(path, metrics_app(registry), name="metrics"))

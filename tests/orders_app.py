@@ -14,14 +14,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
-from middleware import IdempotencyMiddleware, MemoryStore, RedisStore, Store, idempotent
+from middleware import IdempotencyMiddleware, MemoryStore, RedisStore, Store, expose_metrics, idempotent
 
 
 def create_app(store: Store, registry: CollectorRegistry | None = None, **options: Any) -> FastAPI:
+    """`registry=None`: a fresh registry (in-process tests); pass REGISTRY for the global or multiprocess one."""
     app = FastAPI()
-    app.add_middleware(IdempotencyMiddleware, store=store, registry=registry or CollectorRegistry(), **options)
+    registry = CollectorRegistry() if registry is None else registry
+    app.add_middleware(IdempotencyMiddleware, store=store, registry=registry, **options)
+    expose_metrics(app, registry=None if registry is REGISTRY else registry)
     calls: Counter[str] = Counter()
     app.state.calls = calls
 
@@ -128,4 +131,4 @@ def app_from_env() -> FastAPI:
     store: Store = (
         RedisStore.from_url(url, prefix=os.environ.get("IDEMSCOPE_PREFIX", "idemscope")) if url else MemoryStore()
     )
-    return create_app(store, store_timeout=float(os.environ.get("STORE_TIMEOUT", "0.5")))
+    return create_app(store, registry=REGISTRY, store_timeout=float(os.environ.get("STORE_TIMEOUT", "0.5")))
