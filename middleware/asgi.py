@@ -140,17 +140,18 @@ class IdempotencyMiddleware:
 
     async def call_store(self, operation: str, call: Awaitable[T]) -> T:
         """Run one store operation with the timeout, timing it; any failure becomes a StoreError."""
-        started = perf_counter()
+        metrics = self.metrics
+        started = perf_counter() if metrics is not None else 0.0
         try:
             async with asyncio.timeout(self.store_timeout):
                 return await call
         except Exception as exc:
-            if self.metrics is not None:
-                self.metrics.store_errors.labels(operation, type(exc).__name__).inc()
+            if metrics is not None:
+                metrics.store_errors.labels(operation, type(exc).__name__).inc()
             raise StoreError(operation, exc) from exc
         finally:
-            if self.metrics is not None:
-                self.metrics.store_duration.labels(operation).observe(perf_counter() - started)
+            if metrics is not None:
+                metrics.operation_duration[operation].observe(perf_counter() - started)
 
 
 class IdempotentRequest:

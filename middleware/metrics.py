@@ -121,8 +121,7 @@ class IdempotencyMetrics:
             registry=registry,
         )
         self.build_info.labels(__version__).set(1)
-        for operation in OPERATIONS:
-            self.store_duration.labels(operation)
+        self.operation_duration = {operation: self.store_duration.labels(operation) for operation in OPERATIONS}
         for action in ADMIN_ACTIONS:
             for result in ADMIN_RESULTS:
                 self.admin_actions.labels(action, result)
