@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .admin import AuditEntry, KeyspaceStats, RecordFilter, RecordPage, is_stuck
 from .asgi import IdempotencyMiddleware
 from .errors import IdempotencyError, StoreError
 from .keys import InvalidKey, authorization_scope, parse_key
@@ -15,14 +16,18 @@ from .routes import ResolvedRoute, RouteOptions, idempotent
 from .store import Store
 
 __all__ = [
+    "AuditEntry",
     "Claim",
     "IdempotencyError",
     "IdempotencyMetrics",
     "IdempotencyMiddleware",
     "InvalidKey",
+    "KeyspaceStats",
     "MemoryStore",
     "MetricsApp",
     "Record",
+    "RecordFilter",
+    "RecordPage",
     "RedisStore",
     "RequestInfo",
     "ResolvedRoute",
@@ -33,6 +38,7 @@ __all__ = [
     "authorization_scope",
     "expose_metrics",
     "idempotent",
+    "is_stuck",
     "metrics_app",
     "parse_key",
 ]

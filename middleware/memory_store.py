@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 
+from .admin import AuditEntry
 from .glob import glob_to_regex
 from .records import (
     COMPLETED,
@@ -22,7 +24,7 @@ from .records import (
     encode_headers,
     record_from_fields,
 )
-from .store import DEFAULT_PREFIX, Store, owner_id
+from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, owner_id
 
 
 class MemoryStore(Store):
@@ -35,6 +37,7 @@ class MemoryStore(Store):
         self._seq: dict[str, int] = {}  # record key -> creation order, the scan cursor
         self._counter = itertools.count(1)
         self._next_sweep = 0
+        self._audit: deque[AuditEntry] = deque()
 
     def _now(self) -> int:
         return int(self._clock() * 1000)
@@ -167,6 +170,34 @@ class MemoryStore(Store):
             return False
         self._drop(record_key)
         return True
+
+    async def summaries(self, record_keys: list[str]) -> list[Record | None]:
+        now = self._now()
+        found: list[Record | None] = []
+        for key in record_keys:
+            fields = self._live(key)
+            if fields is None:
+                found.append(None)
+                continue
+            light = {k: v for k, v in fields.items() if k not in ("body", "headers")}
+            found.append(record_from_fields(key, light, self._expires[key] - now))
+        return found
+
+    async def evict_many(self, record_keys: list[str]) -> int:
+        gone = 0
+        for key in record_keys:
+            if self._live(key) is not None:
+                self._drop(key)
+                gone += 1
+        return gone
+
+    async def audit_append(self, entry: AuditEntry, cap: int = AUDIT_CAP) -> None:
+        self._audit.appendleft(entry)
+        while len(self._audit) > cap:
+            self._audit.pop()
+
+    async def audit_read(self, limit: int = 100) -> list[AuditEntry]:
+        return list(itertools.islice(self._audit, limit))
 
     async def set_ttl(self, record_key: str, ttl_ms: int) -> bool:
         if self._live(record_key) is None:

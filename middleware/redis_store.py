@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from .admin import AuditEntry
 from .records import Claim, Record, RequestInfo, StoredResponse, decode_headers, encode_headers, record_from_fields
-from .store import DEFAULT_PREFIX, Store, owner_id
+from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, owner_id
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
@@ -18,6 +19,13 @@ if TYPE_CHECKING:
     AnyRedis = aioredis.Redis | RedisCluster
 else:
     AnyRedis = Any
+
+
+# Every field but the response headers and body: what a listing shows.
+SUMMARY_FIELDS = [
+    "state", "key", "method", "route", "path", "scope", "fp", "token", "owner", "lease", "created", "renewed",
+    "renewals", "completed", "ttl", "status", "stored", "size",
+]  # fmt: skip
 
 
 def _script(name: str) -> str:
@@ -119,6 +127,35 @@ class RedisStore(Store):
 
     async def set_ttl(self, record_key: str, ttl_ms: int) -> bool:
         return bool(await self.client.pexpire(record_key, ttl_ms))
+
+    async def summaries(self, record_keys: list[str]) -> list[Record | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in record_keys:
+                pipe.hmget(key, SUMMARY_FIELDS)
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        found: list[Record | None] = []
+        for i, key in enumerate(record_keys):
+            values, pttl = replies[2 * i], replies[2 * i + 1]
+            fields = {name: value for name, value in zip(SUMMARY_FIELDS, values, strict=True) if value is not None}
+            found.append(record_from_fields(key, fields, int(pttl)) if "state" in fields else None)
+        return found
+
+    async def evict_many(self, record_keys: list[str]) -> int:
+        return int(await self.client.unlink(*record_keys)) if record_keys else 0
+
+    async def audit_append(self, entry: AuditEntry, cap: int = AUDIT_CAP) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.audit_key, entry.to_json())
+            pipe.ltrim(self.audit_key, 0, cap - 1)
+            await pipe.execute()
+
+    async def audit_read(self, limit: int = 100) -> list[AuditEntry]:
+        return [AuditEntry.from_json(raw) for raw in await self.client.lrange(self.audit_key, 0, limit - 1)]
+
+    @property
+    def audit_key(self) -> str:
+        return f"{self.prefix}:audit"
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -16,9 +16,12 @@ import os
 import socket
 from abc import ABC, abstractmethod
 
-from .records import Claim, Record, RequestInfo, StoredResponse
+from .admin import AuditEntry, KeyspaceStats, RecordFilter, RecordPage, is_stuck, now_ms
+from .records import IN_FLIGHT, Claim, Record, RequestInfo, StoredResponse
 
 DEFAULT_PREFIX = "idemscope"
+AUDIT_CAP = 1000
+MAX_SCAN_STEP = 1000
 
 
 def owner_id() -> str:
@@ -72,5 +75,69 @@ class Store(ABC):
     async def set_ttl(self, record_key: str, ttl_ms: int) -> bool:
         """Set a record's remaining time to live, only if it still exists."""
 
+    @abstractmethod
+    async def summaries(self, record_keys: list[str]) -> list[Record | None]:
+        """Records without their response body and headers (for listings), in one round trip."""
+
+    @abstractmethod
+    async def evict_many(self, record_keys: list[str]) -> int:
+        """Delete records (one batch); returns how many existed."""
+
+    @abstractmethod
+    async def audit_append(self, entry: AuditEntry, cap: int = AUDIT_CAP) -> None:
+        """Add an entry to the capped audit list (newest first)."""
+
+    @abstractmethod
+    async def audit_read(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest audit entries."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    # -- built on the operations above, the same for every store --
+
+    async def list_records(
+        self, record_filter: RecordFilter, cursor: int = 0, page_size: int = 50, scan_budget: int = 10_000
+    ) -> RecordPage:
+        """Scan from `cursor` until `page_size` records match or `scan_budget` keys were looked at (never KEYS)."""
+        pattern = record_filter.pattern(self.prefix)
+        found: list[Record] = []
+        scanned = 0
+        step = max(10, page_size)  # grows while a selective filter finds little, so few round trips are spent
+        while True:
+            step = max(1, min(step, MAX_SCAN_STEP, scan_budget - scanned))
+            cursor, keys = await self.scan(cursor, pattern, step)
+            scanned += step
+            step *= 2
+            if keys:
+                found.extend(r for r in await self.summaries(keys) if r is not None and record_filter.accepts(r))
+            if cursor == 0 or len(found) >= page_size or scanned >= scan_budget:
+                return RecordPage(found, cursor, scanned)
+
+    async def keyspace_stats(self, scan_budget: int = 10_000) -> KeyspaceStats:
+        stats = KeyspaceStats()
+        cursor = 0
+        now = now_ms()
+        while True:
+            page = await self.list_records(RecordFilter(), cursor, page_size=MAX_SCAN_STEP, scan_budget=MAX_SCAN_STEP)
+            cursor = page.cursor
+            stats.scanned += page.scanned
+            for record in page.records:
+                stats.records += 1
+                if record.state == IN_FLIGHT:
+                    stats.in_flight += 1
+                    if stats.oldest_lock is None or record.created_ms < stats.oldest_lock.created_ms:
+                        stats.oldest_lock = record
+                    if is_stuck(record, now):
+                        stats.stuck.append(record)
+                else:
+                    stats.completed += 1
+                    stats.stored_bytes += record.size if record.stored else 0
+            if cursor == 0:
+                return stats
+            if stats.scanned >= scan_budget:
+                stats.complete = False
+                return stats
+
+    async def audit_for(self, record_key: str, limit: int = AUDIT_CAP) -> list[AuditEntry]:
+        return [e for e in await self.audit_read(limit) if e.record_key == record_key]
