@@ -46,7 +46,7 @@ class UI:
             self.csrf = match.group(1)
         return response
 
-    async def post(self, url: str, data: Any, *, csrf: bool = True, **headers: str) -> httpx.Response:
+    async def post(self, url: str, data: Any, csrf: bool = True, **headers: Any) -> httpx.Response:
         hdrs = {"HX-Request": "true", "Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}
         if csrf:
             hdrs["X-CSRF-Token"] = self.csrf
