@@ -46,11 +46,10 @@ class UI:
             self.csrf = match.group(1)
         return response
 
-    async def post(self, url: str, data: Any, csrf: bool = True, **headers: Any) -> httpx.Response:
+    async def post(self, url: str, data: Any, headers: dict[str, str] | None = None) -> httpx.Response:
         hdrs = {"HX-Request": "true", "Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"}
-        if csrf:
-            hdrs["X-CSRF-Token"] = self.csrf
-        hdrs.update(headers)
+        hdrs["X-CSRF-Token"] = self.csrf
+        hdrs.update(headers or {})
         return await self.client.post(url, data=data, headers=hdrs)
 
 
@@ -301,7 +300,7 @@ async def test_bulk_evict_selected_rows(ui: UI, store: MemoryStore) -> None:
 )
 async def test_csrf_and_origin_checks(ui: UI, store: MemoryStore, headers: dict[str, str]) -> None:
     record_key = await put(store, "c1")
-    response = await ui.post("/actions/evict", {"k": record_key}, **headers)
+    response = await ui.post("/actions/evict", {"k": record_key}, headers)
     assert response.status_code == 403
     assert await store.get(record_key) is not None
 
