@@ -29,9 +29,9 @@ class Chart:
     error: str = ""
 
     def polylines(self) -> list[tuple[str, str, float]]:
-        """(outcome, SVG points attribute, latest rate) per series, scaled into WIDTH x HEIGHT."""
+        """(outcome, SVG points attribute "x,y x,y ...", latest rate) per series, scaled into WIDTH x HEIGHT."""
         all_points = [p for s in self.series for p in s.points]
-        if len(all_points) < 2:
+        if not all_points:
             return []
         t0 = min(t for t, _ in all_points)
         t1 = max(t for t, _ in all_points)
@@ -40,7 +40,7 @@ class Chart:
         out = []
         for s in self.series:
             coords = " ".join(
-                f"{(t - t0) / span * WIDTH:.1f},{HEIGHT - v / top * (HEIGHT - 10):.1f}" for t, v in s.points
+                f"{(t - t0) / span * WIDTH:.1f},{HEIGHT - 10 - v / top * (HEIGHT - 20):.1f}" for t, v in s.points
             )
             out.append((s.outcome, coords, s.points[-1][1] if s.points else 0.0))
         return out

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from middleware import MemoryStore, RecordFilter, RedisStore, Store
 
 from . import present
@@ -96,7 +98,7 @@ async def keys_main(args: argparse.Namespace) -> int:
     store = redis_store(args)
     try:
         return await run_keys(store, args)
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         raise CLIError(f"cannot reach Redis: {exc}") from None
     finally:
         await store.close()
@@ -233,3 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except CLIError as exc:
         print(f"idemscope: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
