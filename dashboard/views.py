@@ -138,7 +138,7 @@ async def keys(request: Request) -> HTMLResponse:
     record_filter = filter_from(params)
     size = clamp(params.get("size"), d.limits.page_size, 1, d.limits.max_page_size)
     budget = clamp(params.get("budget"), d.limits.scan_budget, 100, d.limits.max_scan_budget)
-    cursor = clamp(params.get("cursor"), 0, 0, 2**63)
+    cursor = clamp(params.get("cursor"), 0, 0, 2**80)  # a cluster cursor also carries its node
     page = await d.store.list_records(record_filter, cursor, page_size=size, scan_budget=budget)
     context: dict[str, Any] = {
         "filter": record_filter,

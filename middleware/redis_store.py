@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import os
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript
 
 from .admin import AuditEntry
 from .records import Claim, Record, RequestInfo, StoredResponse, decode_headers, encode_headers, record_from_fields
 from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, owner_id
 
-if TYPE_CHECKING:
-    from redis.asyncio.cluster import RedisCluster
-
-    AnyRedis = aioredis.Redis | RedisCluster
-else:
-    AnyRedis = Any
+AnyRedis = aioredis.Redis | AsyncRedisCluster
 
 
 # Every field but the response headers and body: what a listing shows.
@@ -45,14 +41,20 @@ class RedisStore(Store):
         self._complete: AsyncScript = client.register_script(_script("complete"))
         self._release: AsyncScript = client.register_script(_script("release"))
         self._renew: AsyncScript = client.register_script(_script("renew"))
+        self._audit: AsyncScript = client.register_script(_script("audit"))
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0, **kwargs: Any) -> RedisStore:
-        """A store on a new connection pool. `timeout` bounds connecting and every reply, in seconds."""
+    def from_url(
+        cls, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0, cluster: bool = False, **kwargs: Any
+    ) -> RedisStore:
+        """A store on a new connection pool; `cluster=True` makes a Redis Cluster client seeded by this node.
+        `timeout` bounds connecting and every reply, in seconds."""
         kwargs.setdefault("socket_timeout", timeout)
         kwargs.setdefault("socket_connect_timeout", timeout)
-        kwargs.setdefault("health_check_interval", 30)
         kwargs.setdefault("decode_responses", False)
+        if cluster:
+            return cls(AsyncRedisCluster.from_url(url, **kwargs), prefix=prefix)
+        kwargs.setdefault("health_check_interval", 30)
         return cls(aioredis.Redis.from_url(url, **kwargs), prefix=prefix)
 
     async def claim(self, record_key: str, request: RequestInfo, lease_ms: int) -> Claim:
@@ -119,8 +121,22 @@ class RedisStore(Store):
         return record_from_fields(record_key, {k.decode(): v for k, v in fields.items()}, int(pttl))
 
     async def scan(self, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
+        if isinstance(self.client, AsyncRedisCluster):
+            return await self._scan_cluster(self.client, cursor, match, count)
         next_cursor, keys = await self.client.scan(cursor=cursor, match=match, count=count)
-        return int(next_cursor), [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys]
+        return int(next_cursor), _text(keys)
+
+    @staticmethod
+    async def _scan_cluster(client: AsyncRedisCluster, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
+        """SCAN over every primary in turn; the cursor carries the node: node_cursor * len(primaries) + node."""
+        await client.initialize()  # a no-op once the client knows the cluster's nodes
+        primaries = sorted(client.get_primaries(), key=lambda node: node.name)
+        node_cursor, index = divmod(cursor, len(primaries))
+        reply, keys = await client.scan(cursor=node_cursor, match=match, count=count, target_nodes=primaries[index])
+        next_node_cursor = int(next(iter(reply.values()))) if isinstance(reply, dict) else int(reply)
+        if next_node_cursor != 0:
+            return next_node_cursor * len(primaries) + index, _text(keys)
+        return (index + 1 if index + 1 < len(primaries) else 0), _text(keys)
 
     async def evict(self, record_key: str) -> bool:
         return bool(await self.client.unlink(record_key))
@@ -145,10 +161,7 @@ class RedisStore(Store):
         return int(await self.client.unlink(*record_keys)) if record_keys else 0
 
     async def audit_append(self, entry: AuditEntry, cap: int = AUDIT_CAP) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.lpush(self.audit_key, entry.to_json())
-            pipe.ltrim(self.audit_key, 0, cap - 1)
-            await pipe.execute()
+        await self._audit(keys=[self.audit_key], args=[entry.to_json(), cap])
 
     async def audit_read(self, limit: int = 100) -> list[AuditEntry]:
         return [AuditEntry.from_json(raw) for raw in await self.client.lrange(self.audit_key, 0, limit - 1)]
@@ -159,6 +172,10 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _text(keys: list[bytes | str]) -> list[str]:
+    return [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys]
 
 
 def _new_token() -> str:

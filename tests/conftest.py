@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from middleware import MemoryStore, RedisStore, Store
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -62,8 +63,8 @@ def registry() -> CollectorRegistry:
 
 async def _drop_prefix(store: RedisStore) -> None:
     keys = [key async for key in store.client.scan_iter(match=f"{store.prefix}:*", count=1000)]
-    if keys:
-        await store.client.unlink(*keys)
+    for key in keys:
+        await store.client.unlink(key)
 
 
 @pytest.fixture
@@ -76,9 +77,23 @@ async def redis_store(redis_url: str, request: pytest.FixtureRequest) -> AsyncIt
     await store.close()
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A 3-master Redis Cluster on loopback ports, started once for the session."""
+    try:
+        cluster = RedisCluster()
+    except FileNotFoundError as exc:
+        need_tool(exc)
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["memory", "fakeredis", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """The same cases against every store: MemoryStore, RedisStore on fakeredis, RedisStore on a real Redis."""
+    """The same cases against every store: MemoryStore, and RedisStore on fakeredis, a real Redis and a real
+    3-master Redis Cluster."""
     if request.param == "memory":
         yield MemoryStore()
         return
@@ -89,8 +104,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         yield fake
         await fake.close()
         return
-    url = request.getfixturevalue("redis_url")
-    real = RedisStore.from_url(url, prefix=f"idemtest-{os.getpid()}-{abs(hash(request.node.nodeid))}")
+    cluster = request.param == "cluster"
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    prefix = f"idemtest-{os.getpid()}-{abs(hash(request.node.nodeid))}"
+    real = RedisStore.from_url(url, prefix=prefix, cluster=cluster)
     await _drop_prefix(real)
     yield real
     await _drop_prefix(real)

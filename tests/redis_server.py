@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -12,18 +13,28 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(below: int = 65536) -> int:
+    """A free loopback port; cluster nodes need one below 55536 (their bus port is 10000 higher)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0 if below == 65536 else random.randrange(20000, below)))
+            port = int(s.getsockname()[1])
+        if below == 65536:
+            return port
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                continue
 
 
 class RedisServer:
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="idemscope-redis-"))
         self.args = [
             binary,
