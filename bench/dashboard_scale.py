@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from middleware import RecordFilter, RedisStore  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from middleware import RecordFilter, RedisStore
+from tests.redis_server import RedisServer
 
 PREFIX = "idemscale"
 ROUTES = ["/orders", "/orders/{order_id}/items", "/payments", "/refunds"]
@@ -75,7 +75,9 @@ async def main() -> None:
             await timed("filter: key contains '-12345'", store.list_records(RecordFilter(key="-12345"), 0, 50, 10_000)),
             await timed("filter: status 4xx", store.list_records(RecordFilter(status_class="4xx"), 0, 50, 10_000)),
             await timed("filter: route /payments", store.list_records(RecordFilter(route="/payments"), 0, 50, 10_000)),
-            await timed("locks (in flight, 200 rows)", store.list_records(RecordFilter(state="in_flight"), 0, 200, 10_000)),
+            await timed(
+                "locks (in flight, 200 rows)", store.list_records(RecordFilter(state="in_flight"), 0, 200, 10_000)
+            ),
             await timed("overview counts (budget 10,000)", store.keyspace_stats(10_000)),
         ]
         print(f"{'query':<36} {'seconds':>8} {'rows':>6} {'scanned':>8}")

@@ -38,7 +38,7 @@ async def test_records_spread_over_every_master(cluster_store: RedisStore) -> No
     per_node = []
     for node in client.get_primaries():
         count = 0
-        async with aioredis.Redis(host=node.host, port=node.port) as direct:
+        async with aioredis.Redis(host=node.host, port=int(node.port)) as direct:
             async for _ in direct.scan_iter(match=f"{cluster_store.prefix}:*"):
                 count += 1
         per_node.append(count)
