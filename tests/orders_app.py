@@ -28,15 +28,25 @@ def create_app(store: Store, registry: CollectorRegistry | None = None, **option
     calls: Counter[str] = Counter()
     app.state.calls = calls
 
+    exec_log = os.environ.get("EXEC_LOG")
+
     def count(request: Request) -> int:
+        """Counts an execution; with EXEC_LOG set, also appends `key pid` to that file (shared by processes)."""
         key = request.headers.get("idempotency-key", "")
         calls[key] += 1
+        if exec_log:
+            fd = os.open(exec_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{key} {os.getpid()}\n".encode())
+            finally:
+                os.close(fd)
         return calls[key]
 
     @app.post("/orders")
     async def create_order(request: Request, payload: dict[str, Any]) -> dict[str, Any]:
         n = count(request)
-        await asyncio.sleep(float(request.query_params.get("sleep", "0")))
+        # ?sleep= is part of the fingerprint; the x-sleep header is not (a retry may wait less)
+        await asyncio.sleep(float(request.query_params.get("sleep") or request.headers.get("x-sleep") or 0))
         return {"order": payload, "execution": n, "pid": os.getpid()}
 
     @app.post("/orders/{order_id}/items", status_code=201)
@@ -131,4 +141,9 @@ def app_from_env() -> FastAPI:
     store: Store = (
         RedisStore.from_url(url, prefix=os.environ.get("IDEMSCOPE_PREFIX", "idemscope")) if url else MemoryStore()
     )
-    return create_app(store, registry=REGISTRY, store_timeout=float(os.environ.get("STORE_TIMEOUT", "0.5")))
+    return create_app(
+        store,
+        registry=REGISTRY,
+        store_timeout=float(os.environ.get("STORE_TIMEOUT", "0.5")),
+        lease=float(os.environ.get("LEASE", "30")),
+    )
