@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from dashboard import create_dashboard
 from middleware import IdempotencyMiddleware, MemoryStore, RedisStore, Store, expose_metrics, idempotent
 
 
@@ -141,9 +142,12 @@ def app_from_env() -> FastAPI:
     store: Store = (
         RedisStore.from_url(url, prefix=os.environ.get("IDEMSCOPE_PREFIX", "idemscope")) if url else MemoryStore()
     )
-    return create_app(
+    app = create_app(
         store,
         registry=REGISTRY,
         store_timeout=float(os.environ.get("STORE_TIMEOUT", "0.5")),
         lease=float(os.environ.get("LEASE", "30")),
+        ttl=float(os.environ.get("TTL", "86400")),
     )
+    app.mount("/idempotency", create_dashboard(store, registry=REGISTRY))
+    return app

@@ -41,7 +41,7 @@ async def orders_roundtrip(store: RedisStore) -> None:
 
 async def test_acl_user_with_least_privilege(own_redis: RedisServer) -> None:
     admin = redis.Redis.from_url(own_redis.url)
-    admin.execute_command("ACL", "SETUSER", "idem", *ACL_RULES)
+    admin.execute_command("ACL", "SETUSER", "idem", *ACL_RULES)  # type: ignore[no-untyped-call]
     admin.close()
     url = f"redis://idem:s3cret-pass@127.0.0.1:{own_redis.port}/0"
     store = RedisStore.from_url(url)
