@@ -36,7 +36,7 @@ async def load(store: RedisStore, n: int, batch: int = 5000) -> None:
                 key = f"k-{i:07d}-{i * 7919 % 100003:05d}"
                 record_key = f"{PREFIX}:{{{i:020x}}}:POST:{route}:{key}"
                 in_flight = i % 1000 == 0
-                fields = {
+                fields: dict[str | bytes, str | int] = {
                     "v": "1", "state": "in_flight" if in_flight else "completed", "token": f"t{i}", "fp": "f" * 64,
                     "lease": 30000, "method": "POST", "route": route, "key": key, "scope": "anonymous",
                     "path": route, "owner": "bench:1", "created": now, "renewed": now, "renewals": 0,
@@ -45,7 +45,7 @@ async def load(store: RedisStore, n: int, batch: int = 5000) -> None:
                     status = 404 if i % 50 == 0 else 201
                     fields.update(status=status, headers=headers, body='{"id": 1, "ok": true, "n": 1}', stored="1")
                     fields.update(size=29, completed=now, ttl=86_400_000)
-                pipe.hset(record_key, mapping=fields)
+                pipe.hset(record_key, mapping=fields)  # type: ignore[arg-type]
                 pipe.pexpire(record_key, 86_400_000)
             await pipe.execute()
 

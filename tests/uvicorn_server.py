@@ -15,10 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class UvicornServer:
-    def __init__(self, factory: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, factory: str, env: dict[str, str] | None = None, workers: int = 1, extra_args: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         args = [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(self.port)]
-        args += ["--log-level", "warning", "--workers", str(workers)]
+        args += ["--log-level", "warning", "--workers", str(workers), *(extra_args or [])]
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"idemscope-uvicorn-{self.port}.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
