@@ -47,7 +47,13 @@ class UvicornServer:
         self.process.kill()
         self.process.wait(10)
 
+    def log_tail(self, size: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-size:] if self.log.exists() else ""
+
     def stop(self) -> None:
+        died = self.process.poll()
+        if died is not None and died != -9:  # it ended by itself: say why before the log goes
+            print(f"uvicorn exited with {died}:\n{self.log_tail()}", file=sys.stderr)
         if self.process.poll() is None:
             self.process.terminate()
             try:
