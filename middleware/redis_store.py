@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript
 
 from .admin import AuditEntry
+from .autopipeline import AutoPipelineClient
 from .records import Claim, Record, RequestInfo, StoredResponse, decode_headers, encode_headers, record_from_fields
 from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, owner_id
 
@@ -31,7 +32,9 @@ def _script(name: str) -> str:
 class RedisStore(Store):
     """Records in Redis (or a Redis Cluster). The client must not decode responses (bodies are bytes)."""
 
-    def __init__(self, client: AnyRedis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: AnyRedis, *, prefix: str = DEFAULT_PREFIX, hot_path: AutoPipelineClient | None = None
+    ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain '{' or '}': the record key's hash tag follows it")
         self.client = client
@@ -42,26 +45,43 @@ class RedisStore(Store):
         self._release: AsyncScript = client.register_script(_script("release"))
         self._renew: AsyncScript = client.register_script(_script("renew"))
         self._audit: AsyncScript = client.register_script(_script("audit"))
+        # claim/complete/release/renew go through one auto-pipelined connection when there is one (plain TCP)
+        self.hot_path = hot_path
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 1.0, cluster: bool = False, **kwargs: Any
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 1.0,
+        cluster: bool = False,
+        pipelined: bool = True,
+        **kwargs: Any,
     ) -> RedisStore:
         """A store on a new connection pool; `cluster=True` makes a Redis Cluster client seeded by this node.
-        `timeout` bounds connecting and every reply, in seconds."""
+        `timeout` bounds connecting and every reply, in seconds. `pipelined` (plain `redis://` URLs): the request
+        path's scripts share one auto-pipelined connection (see autopipeline.py); everything else uses redis-py."""
         kwargs.setdefault("socket_timeout", timeout)
         kwargs.setdefault("socket_connect_timeout", timeout)
         kwargs.setdefault("decode_responses", False)
         if cluster:
             return cls(AsyncRedisCluster.from_url(url, **kwargs), prefix=prefix)
         kwargs.setdefault("health_check_interval", 30)
-        return cls(aioredis.Redis.from_url(url, **kwargs), prefix=prefix)
+        hot_path = AutoPipelineClient.for_url(url, connect_timeout=timeout) if pipelined else None
+        return cls(aioredis.Redis.from_url(url, **kwargs), prefix=prefix, hot_path=hot_path)
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        if self.hot_path is not None:
+            return await self.hot_path.evalsha(script.sha, script.script, keys, args)  # type: ignore[arg-type]
+        return await script(keys=keys, args=args)
 
     async def claim(self, record_key: str, request: RequestInfo, lease_ms: int) -> Claim:
         token = _new_token()
-        reply = await self._claim(
-            keys=[record_key],
-            args=[
+        reply = await self._run(
+            self._claim,
+            [record_key],
+            [
                 token,
                 request.fingerprint,
                 lease_ms,
@@ -91,9 +111,10 @@ class RedisStore(Store):
         return Claim("mismatch")
 
     async def complete(self, record_key: str, token: str, response: StoredResponse, ttl_ms: int) -> int | None:
-        done, held = await self._complete(
-            keys=[record_key],
-            args=[
+        done, held = await self._run(
+            self._complete,
+            [record_key],
+            [
                 token,
                 ttl_ms,
                 response.status,
@@ -106,10 +127,10 @@ class RedisStore(Store):
         return int(held) if done == 1 else None
 
     async def release(self, record_key: str, token: str) -> bool:
-        return bool(await self._release(keys=[record_key], args=[token]))
+        return bool(await self._run(self._release, [record_key], [token]))
 
     async def renew(self, record_key: str, token: str, lease_ms: int) -> bool:
-        return bool(await self._renew(keys=[record_key], args=[token, lease_ms]))
+        return bool(await self._run(self._renew, [record_key], [token, lease_ms]))
 
     async def get(self, record_key: str) -> Record | None:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -171,6 +192,8 @@ class RedisStore(Store):
         return f"{self.prefix}:audit"
 
     async def close(self) -> None:
+        if self.hot_path is not None:
+            await self.hot_path.close()
         await self.client.aclose()
 
 

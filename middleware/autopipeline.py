@@ -1,0 +1,191 @@
+"""The hot path's Redis connection: every command issued in one event-loop turn goes out in one write.
+
+Under load, many requests claim and complete keys at the same moment. redis-py gives each call a connection of
+its own and pays a send and a receive system call per command; here concurrent commands share one connection
+(Redis answers in order, so replies are matched first-in first-out) and one system call each way per batch.
+Parsing is hiredis. Only what the middleware's scripts need: EVALSHA (with EVAL after a NOSCRIPT), AUTH, SELECT.
+
+A command that times out is abandoned by its caller; its reply, when it comes, is read and dropped, so the
+connection stays in step. A lost connection fails every pending command and is opened again by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, cast
+from urllib.parse import unquote, urlparse
+
+import hiredis
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+Arg = bytes | str | int
+
+# Error replies as redis-py names them, so logs and the store_errors metric read the same on both paths.
+ERRORS: dict[str, type[ResponseError] | type[RedisConnectionError]] = {
+    "NOSCRIPT": NoScriptError,
+    "OOM": OutOfMemoryError,
+    "READONLY": ReadOnlyError,
+    "NOPERM": NoPermissionError,
+    "WRONGPASS": AuthenticationError,
+    "NOAUTH": AuthenticationError,
+    "LOADING": BusyLoadingError,
+}
+
+
+def error_for(message: str) -> Exception:
+    prefix = message.split(" ", 1)[0]
+    return ERRORS.get(prefix, ResponseError)(message)
+
+
+def pack(args: tuple[Arg, ...]) -> bytes:
+    """A command in RESP: *<n> then $<len> <bytes> for each argument."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class PipelinedProtocol(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.outgoing: list[bytes] = []
+        self.flush_scheduled = False
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            waiter = self.waiting.popleft()
+            if waiter.done():  # its caller gave up (timeout); the reply keeps the connection in step
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                waiter.set_exception(error_for(str(reply)))
+            else:
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(self.lost)
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if self.lost is not None:
+            raise self.lost
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        self.waiting.append(waiter)
+        self.outgoing.append(command)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+        return waiter
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.transport is not None and self.outgoing:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
+
+
+class AutoPipelineClient:
+    """One pipelined connection to a plain TCP Redis (`redis://[user:password@]host:port/db`)."""
+
+    def __init__(
+        self, host: str, port: int, *, db: int = 0, username: str | None = None, password: str | None = None,
+        connect_timeout: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.connect_timeout = connect_timeout
+        self._protocol: PipelinedProtocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    @classmethod
+    def for_url(cls, url: str, connect_timeout: float = 1.0) -> AutoPipelineClient | None:
+        """A client for a plain `redis://` URL; None for anything else (TLS, unix sockets), which redis-py serves."""
+        parsed = urlparse(url)
+        if parsed.scheme != "redis" or parsed.query:
+            return None
+        db = int(parsed.path.strip("/") or 0)
+        return cls(
+            parsed.hostname or "127.0.0.1",
+            parsed.port or 6379,
+            db=db,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            connect_timeout=connect_timeout,
+        )
+
+    async def _connection(self) -> PipelinedProtocol:
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None:
+            return protocol
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.lost is None:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    transport, protocol = await loop.create_connection(
+                        lambda: PipelinedProtocol(loop), self.host, self.port
+                    )
+            except OSError as exc:
+                raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from exc
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await self._handshake(protocol)
+            except BaseException:
+                transport.close()
+                raise
+            self._protocol = protocol
+            return protocol
+
+    async def _handshake(self, protocol: PipelinedProtocol) -> None:
+        setup = []
+        if self.password is not None:
+            auth: tuple[Arg, ...] = ("AUTH", self.password)
+            if self.username:
+                auth = ("AUTH", self.username, self.password)
+            setup.append(protocol.send(pack(auth)))
+        if self.db:
+            setup.append(protocol.send(pack(("SELECT", self.db))))
+        for reply in setup:
+            await reply
+
+    async def execute(self, *args: Arg) -> Any:
+        protocol = await self._connection()
+        return await protocol.send(pack(args))
+
+    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Arg]) -> Any:
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: EVAL sends the script and caches it again
+            return await self.execute("EVAL", script, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
