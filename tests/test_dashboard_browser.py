@@ -46,17 +46,21 @@ async def page(server: UvicornServer) -> AsyncIterator[Any]:
         context = await browser.new_context(viewport={"width": 1280, "height": 800}, base_url=server.url)
         pg = await context.new_page()
         pg.set_default_timeout(10_000)
-        pg.errors = []  # type: ignore[attr-defined]
-        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))  # type: ignore[attr-defined]
-        pg.dialogs = []  # type: ignore[attr-defined]
+        errors: list[str] = []
+        dialogs: list[str] = []
+
+        def page_error(exc: Any) -> None:
+            errors.append(str(exc))
 
         async def accept(dialog: Any) -> None:
-            pg.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+            dialogs.append(dialog.message)
             await dialog.accept()
 
+        pg.on("pageerror", page_error)
         pg.on("dialog", accept)
+        pg.dialogs = dialogs  # type: ignore[attr-defined]
         yield pg
-        assert pg.errors == []  # type: ignore[attr-defined]  # no JavaScript error on any page
+        assert errors == []  # no JavaScript error on any page
         await browser.close()
 
 
