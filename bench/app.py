@@ -1,6 +1,6 @@
 """The benchmark's app: a small JSON POST handler, with or without the middleware (chosen by environment).
 
-BENCH_STORE=none|redis|memory, BENCH_METRICS=1|0, BENCH_BODY=<response body bytes>, REDIS_URL.
+BENCH_STORE=none|redis|memory, BENCH_METRICS=1|0, BENCH_PIPELINED=1|0, BENCH_BODY=<response body bytes>, REDIS_URL.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def create_app() -> FastAPI:
     size = int(os.environ.get("BENCH_BODY", "0"))
     padding = "x" * max(0, size - 60)
     if kind != "none":
-        store: Store = RedisStore.from_url(os.environ["REDIS_URL"]) if kind == "redis" else MemoryStore()
+        pipelined = os.environ.get("BENCH_PIPELINED", "1") == "1"
+        store: Store = (
+            RedisStore.from_url(os.environ["REDIS_URL"], pipelined=pipelined) if kind == "redis" else MemoryStore()
+        )
         app.add_middleware(
             IdempotencyMiddleware,
             store=store,

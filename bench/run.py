@@ -46,6 +46,7 @@ class Scenario:
     key: str  # none | fresh | one
     body_size: int = 0
     metrics: bool = True
+    pipelined: bool = True  # the auto-pipelined hot path (False: redis-py for every call)
     setup: str = ""  # "": none; "complete": store the key first; "hold": keep it in flight; "other": other payload
 
 
@@ -58,6 +59,8 @@ SCENARIOS = [
     Scenario("mismatch", "redis", "one", setup="other"),
     Scenario("fresh key, metrics off", "redis", "fresh", metrics=False),
     Scenario("replay, metrics off", "redis", "one", metrics=False, setup="complete"),
+    Scenario("fresh key, redis-py path", "redis", "fresh", pipelined=False),
+    Scenario("replay, redis-py path", "redis", "one", pipelined=False, setup="complete"),
     Scenario("fresh key, MemoryStore", "memory", "fresh"),
     Scenario("replay, MemoryStore", "memory", "one", setup="complete"),
     Scenario("bare 10 KB", "none", "none", body_size=10_000),
@@ -220,6 +223,7 @@ def run_scenario(scenario: Scenario, redis_url: str, duration: float, connection
     env = {
         "BENCH_STORE": scenario.store, "BENCH_METRICS": "1" if scenario.metrics else "0",
         "BENCH_BODY": str(scenario.body_size), "REDIS_URL": redis_url,
+        "BENCH_PIPELINED": "1" if scenario.pipelined else "0",
     }  # fmt: skip
     server = UvicornServer("bench.app:create_app", env=env, extra_args=["--no-access-log"])
     probe = redis.Redis.from_url(redis_url)

@@ -91,6 +91,7 @@ class IdempotencyMiddleware:
         self.max_body_size = max_body_size
         self.fail_open = fail_open
         self.store_timeout = store_timeout
+        self.store_bounds_calls = store.bound_calls(store_timeout)
         self.replay_header = replay_header.lower().encode("latin-1") if replay_header else None
         self.skipped_headers = SKIPPED_HEADERS if replay_set_cookie else SKIPPED_HEADERS | {b"set-cookie"}
         self.resolve_route: RouteResolver = route_resolver or StarletteRouteResolver(app)
@@ -143,6 +144,8 @@ class IdempotencyMiddleware:
         metrics = self.metrics
         started = perf_counter() if metrics is not None else 0.0
         try:
+            if self.store_bounds_calls:
+                return await call
             async with asyncio.timeout(self.store_timeout):
                 return await call
         except Exception as exc:
@@ -156,6 +159,11 @@ class IdempotencyMiddleware:
 
 class IdempotentRequest:
     """The state of one request that carries a valid key (like starlette's GZipResponder)."""
+
+    __slots__ = (
+        "chunks", "finished", "key", "lease", "lease_ms", "max_body_size", "messages", "mw", "passing", "receive",
+        "record_key", "route", "scope", "send", "size", "start", "storable", "token", "ttl_ms",
+    )  # fmt: skip
 
     def __init__(
         self, mw: IdempotencyMiddleware, scope: Scope, receive: Receive, send: Send, route: ResolvedRoute, key: str
@@ -416,6 +424,8 @@ class IdempotentRequest:
 
 class Lease:
     """Renews the in-flight record every third of the lease while the app runs (a timer, not a task per request)."""
+
+    __slots__ = ("_handle", "_loop", "_task", "interval", "lost", "request", "stopped", "token")
 
     def __init__(self, request: IdempotentRequest, token: str) -> None:
         self.request = request

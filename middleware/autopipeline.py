@@ -5,8 +5,9 @@ its own and pays a send and a receive system call per command; here concurrent c
 (Redis answers in order, so replies are matched first-in first-out) and one system call each way per batch.
 Parsing is hiredis. Only what the middleware's scripts need: EVALSHA (with EVAL after a NOSCRIPT), AUTH, SELECT.
 
-A command that times out is abandoned by its caller; its reply, when it comes, is read and dropped, so the
-connection stays in step. A lost connection fails every pending command and is opened again by the next one.
+Every command has a deadline (`timeout`), watched by one timer per connection rather than one per command; a
+command past it fails with TimeoutError, and its reply, when it comes, is read and dropped, so the connection
+stays in step. A lost connection fails every pending command and is opened again by the next one.
 """
 
 from __future__ import annotations
@@ -57,11 +58,14 @@ def pack(args: tuple[Arg, ...]) -> bytes:
 
 
 class PipelinedProtocol(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
+        self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (reply, deadline), in sending order
+        self.expired = 0  # how many entries at the head of `waiting` already timed out
+        self.watchdog: asyncio.TimerHandle | None = None
         self.outgoing: list[bytes] = []
         self.flush_scheduled = False
         self.lost: Exception | None = None
@@ -75,8 +79,10 @@ class PipelinedProtocol(asyncio.Protocol):
             reply = self.reader.gets()
             if reply is False:
                 return
-            waiter = self.waiting.popleft()
-            if waiter.done():  # its caller gave up (timeout); the reply keeps the connection in step
+            waiter, _ = self.waiting.popleft()
+            if self.expired:
+                self.expired -= 1
+            if waiter.done():  # it timed out or its caller gave up; reading the reply keeps the connection in step
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 waiter.set_exception(error_for(str(reply)))
@@ -85,8 +91,10 @@ class PipelinedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter, _ = self.waiting.popleft()
             if not waiter.done():
                 waiter.set_exception(self.lost)
 
@@ -94,12 +102,28 @@ class PipelinedProtocol(asyncio.Protocol):
         if self.lost is not None:
             raise self.lost
         waiter: asyncio.Future[Any] = self.loop.create_future()
-        self.waiting.append(waiter)
+        self.waiting.append((waiter, self.loop.time() + self.timeout))
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_later(self.timeout, self.watch)
         self.outgoing.append(command)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
         return waiter
+
+    def watch(self) -> None:
+        """Fail the commands past their deadline. One timer per connection, not one per command: deadlines
+        follow the sending order, so only the head of the queue needs looking at."""
+        self.watchdog = None
+        now = self.loop.time()
+        for i in range(self.expired, len(self.waiting)):
+            waiter, deadline = self.waiting[i]
+            if deadline > now:
+                self.watchdog = self.loop.call_at(deadline, self.watch)
+                return
+            self.expired += 1
+            if not waiter.done():
+                waiter.set_exception(TimeoutError(f"Redis did not answer within {self.timeout} s"))
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -113,16 +137,16 @@ class AutoPipelineClient:
 
     def __init__(
         self, host: str, port: int, *, db: int = 0, username: str | None = None, password: str | None = None,
-        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
     ) -> None:  # fmt: skip
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
-        self.connect_timeout = connect_timeout
+        self.timeout = timeout  # bounds connecting and every command
         self._protocol: PipelinedProtocol | None = None
         self._connecting: asyncio.Lock | None = None
 
     @classmethod
-    def for_url(cls, url: str, connect_timeout: float = 1.0) -> AutoPipelineClient | None:
+    def for_url(cls, url: str, timeout: float = 1.0) -> AutoPipelineClient | None:
         """A client for a plain `redis://` URL; None for anything else (TLS, unix sockets), which redis-py serves."""
         parsed = urlparse(url)
         if parsed.scheme != "redis" or parsed.query:
@@ -134,7 +158,7 @@ class AutoPipelineClient:
             db=db,
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
-            connect_timeout=connect_timeout,
+            timeout=timeout,
         )
 
     async def _connection(self) -> PipelinedProtocol:
@@ -148,15 +172,14 @@ class AutoPipelineClient:
                 return self._protocol
             loop = asyncio.get_running_loop()
             try:
-                async with asyncio.timeout(self.connect_timeout):
+                async with asyncio.timeout(self.timeout):
                     transport, protocol = await loop.create_connection(
-                        lambda: PipelinedProtocol(loop), self.host, self.port
+                        lambda: PipelinedProtocol(loop, self.timeout), self.host, self.port
                     )
             except OSError as exc:
                 raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from exc
             try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await self._handshake(protocol)
+                await self._handshake(protocol)
             except BaseException:
                 transport.close()
                 raise
@@ -176,12 +199,17 @@ class AutoPipelineClient:
             await reply
 
     async def execute(self, *args: Arg) -> Any:
-        protocol = await self._connection()
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connection()
         return await protocol.send(pack(args))
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Arg]) -> Any:
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connection()
         try:
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await protocol.send(pack(("EVALSHA", sha, len(keys), *keys, *args)))
         except NoScriptError:  # Redis restarted or SCRIPT FLUSH: EVAL sends the script and caches it again
             return await self.execute("EVAL", script, len(keys), *keys, *args)
 

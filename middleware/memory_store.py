@@ -7,7 +7,6 @@ each is atomic, as a Lua script is in Redis. Expired records disappear when touc
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from .records import (
     encode_headers,
     record_from_fields,
 )
-from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, owner_id
+from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, new_token, owner_id
 
 
 class MemoryStore(Store):
@@ -72,7 +71,7 @@ class MemoryStore(Store):
         now = self._now()
         fields = self._live(record_key)
         if fields is None:
-            token = os.urandom(12).hex()
+            token = new_token()
             self._records[record_key] = {
                 "v": b"1",
                 "state": IN_FLIGHT.encode(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from typing import Any
 
@@ -13,7 +12,7 @@ from redis.commands.core import AsyncScript
 from .admin import AuditEntry
 from .autopipeline import AutoPipelineClient
 from .records import Claim, Record, RequestInfo, StoredResponse, decode_headers, encode_headers, record_from_fields
-from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, owner_id
+from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, new_token, owner_id
 
 AnyRedis = aioredis.Redis | AsyncRedisCluster
 
@@ -68,8 +67,14 @@ class RedisStore(Store):
         if cluster:
             return cls(AsyncRedisCluster.from_url(url, **kwargs), prefix=prefix)
         kwargs.setdefault("health_check_interval", 30)
-        hot_path = AutoPipelineClient.for_url(url, connect_timeout=timeout) if pipelined else None
+        hot_path = AutoPipelineClient.for_url(url, timeout=timeout) if pipelined else None
         return cls(aioredis.Redis.from_url(url, **kwargs), prefix=prefix, hot_path=hot_path)
+
+    def bound_calls(self, timeout: float) -> bool:
+        if self.hot_path is None:
+            return False
+        self.hot_path.timeout = timeout
+        return True
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         if self.hot_path is not None:
@@ -77,7 +82,7 @@ class RedisStore(Store):
         return await script(keys=keys, args=args)
 
     async def claim(self, record_key: str, request: RequestInfo, lease_ms: int) -> Claim:
-        token = _new_token()
+        token = new_token()
         reply = await self._run(
             self._claim,
             [record_key],
@@ -199,7 +204,3 @@ class RedisStore(Store):
 
 def _text(keys: list[bytes | str]) -> list[str]:
     return [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys]
-
-
-def _new_token() -> str:
-    return os.urandom(12).hex()

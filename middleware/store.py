@@ -12,6 +12,7 @@ Each script touches exactly one record key, so every operation is single-slot.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import socket
 from abc import ABC, abstractmethod
@@ -26,6 +27,24 @@ MAX_SCAN_STEP = 1000
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Tokens:
+    """Owner tokens: a random per-process prefix and a counter (unique without a system call per request)."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+new_token = _Tokens().next
 
 
 class Store(ABC):
@@ -90,6 +109,11 @@ class Store(ABC):
     @abstractmethod
     async def audit_read(self, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries."""
+
+    def bound_calls(self, timeout: float) -> bool:
+        """Take over the middleware's per-call timeout for claim/complete/release/renew. A store that enforces it
+        itself returns True (the middleware then spares each call an asyncio timeout)."""
+        return False
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import pytest
 import redis
@@ -53,17 +54,22 @@ def test_concurrent_commands_share_one_connection_and_replies_match(own_redis: R
 
 def test_an_abandoned_command_keeps_the_connection_in_step(own_redis: RedisServer) -> None:
     async def main() -> None:
-        client = AutoPipelineClient.for_url(own_redis.url)
+        client = AutoPipelineClient.for_url(own_redis.url, timeout=0.3)
         assert client is not None
         assert await client.execute("PING") == b"PONG"
         own_redis.pause()
         try:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3):
-                    await client.execute("ECHO", "late")
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(client.execute("ECHO", f"late{i}") for i in range(20)), return_exceptions=True
+            )
+            assert all(isinstance(r, TimeoutError) for r in results) and time.monotonic() - started < 1.0
+            with pytest.raises(TimeoutError):  # abandoned by its caller before its deadline
+                async with asyncio.timeout(0.1):
+                    await client.execute("ECHO", "later")
         finally:
             own_redis.resume()
-        assert await client.execute("ECHO", "next") == b"next"  # not "late"
+        assert await client.execute("ECHO", "next") == b"next"  # not one of the late replies
         await client.close()
 
     asyncio.run(main())
