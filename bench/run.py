@@ -252,6 +252,25 @@ def run_scenario(scenario: Scenario, redis_url: str, duration: float, connection
                statuses, driver)  # fmt: skip
 
 
+async def record_overhead(redis_url: str) -> dict[str, int]:
+    """MEMORY USAGE of one completed record (a typical POST /orders with a 100-byte JSON body), less the body."""
+    from middleware import RedisStore, RequestInfo, StoredResponse
+
+    store = RedisStore.from_url(redis_url, prefix="idemscope")
+    body = b'{"id":"ord_8e03978e40d543e8","sku":"tea","quantity":2,"status":"created","total":1250,"cur":"eur"}'
+    request = RequestInfo(
+        "auth:" + "a" * 24, "POST", "/orders", "8e03978e-40d5-43e8-bc93-6894a57f9324", "/orders", "f" * 64
+    )
+    key = store.record_key(request)
+    claim = await store.claim(key, request, 30_000)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await store.complete(key, claim.token, StoredResponse(201, headers, body, True, len(body)), 86_400_000)
+    usage = int(await store.client.memory_usage(key) or 0)
+    await store.evict(key)
+    await store.close()
+    return {"memory_usage_bytes": usage, "body_bytes": len(body), "overhead_bytes": usage - len(body)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
@@ -277,6 +296,7 @@ def main() -> None:
         for scenario in scenarios:
             rows.append(run_scenario(scenario, redis_url, args.duration, args.connections, driver))
             print(f"  {scenario.name}: {rows[-1].rps:.0f} req/s", file=sys.stderr)
+        overhead = asyncio.run(record_overhead(redis_url))
     finally:
         if redis_server is not None:
             redis_server.close()
@@ -284,10 +304,17 @@ def main() -> None:
     for scenario, row in zip(scenarios, rows, strict=True):
         row.ratio = row.rps / bare[scenario.body_size] if bare.get(scenario.body_size) else float("nan")
     print_table(rows, driver, args)
+    print(
+        f"stored record: MEMORY USAGE {overhead['memory_usage_bytes']} B for a {overhead['body_bytes']} B body:"
+        f" {overhead['overhead_bytes']} B beyond the body"
+    )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     out = Path(args.out) / f"{stamp}{'-smoke' if args.smoke else ''}.json"
-    meta = {"driver": driver, "duration_s": args.duration, "connections": args.connections, "cpus": os.cpu_count()}
+    meta = {
+        "driver": driver, "duration_s": args.duration, "connections": args.connections, "cpus": os.cpu_count(),
+        "record": overhead,
+    }  # fmt: skip
     out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
     print(f"written {out}", file=sys.stderr)
     if args.chart:

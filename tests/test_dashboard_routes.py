@@ -372,3 +372,44 @@ async def test_mounted_in_a_host_app(store: MemoryStore) -> None:
     assert 'src="http://testserver/idempotency/static/htmx.min.js"' in page.text
     assert (await ui.post("/idempotency/actions/evict", {"k": record_key})).status_code == 200
     await ui.client.aclose()
+
+
+async def test_overview_charts_rates_from_prometheus(store: MemoryStore) -> None:
+    """--prometheus-url: the chart comes from query_range (a stub Prometheus on loopback), errors stay in place."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    queries: list[str] = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            queries.append(self.path)
+            values = [[1_800_000_000 + 30 * i, str(i / 10)] for i in range(5)]
+            body = _json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [{"values": values}]}})
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ui = await ui_for(create_dashboard(store, prometheus_url=url, registry=CollectorRegistry()))
+        page = await ui.get("/")
+        assert f"from Prometheus at {url}" in page.text
+        assert page.text.count("<polyline") == 3 and "replayed 0.40/s" in page.text
+        assert any("query_range" in q and "outcome%3D%22replayed%22" in q for q in queries)
+        await ui.client.aclose()
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = await ui_for(create_dashboard(store, prometheus_url="http://127.0.0.1:1", registry=CollectorRegistry()))
+    page = await down.get("/")
+    assert page.status_code == 200 and "Prometheus query failed" in page.text
+    await down.client.aclose()
