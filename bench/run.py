@@ -75,7 +75,7 @@ WRK_SCRIPT = """
 local counter = 0
 local thread_id = 0
 local mode = "%(mode)s"
-local key = "%(key)s"
+local key = "%(key)s"  -- fresh mode: a prefix unique to this run (wrk's math.random repeats across runs)
 setup = function(thread)
   thread:set("thread_id", tostring(math.random(1, 1e9)))
 end
@@ -86,7 +86,7 @@ request = function()
   local headers = {["Content-Type"] = "application/json"}
   if mode == "fresh" then
     counter = counter + 1
-    headers["Idempotency-Key"] = "b-" .. thread_id .. "-" .. counter
+    headers["Idempotency-Key"] = key .. "-" .. thread_id .. "-" .. counter
   elseif mode == "one" then
     headers["Idempotency-Key"] = key
   end
