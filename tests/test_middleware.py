@@ -232,6 +232,29 @@ async def test_the_app_receives_the_whole_body_in_chunks(fast_store: Store) -> N
     assert changed[0]["status"] == 422
 
 
+async def test_huge_invalid_utf8_request_body_is_streamed_through(fast_store: Store) -> None:
+    seen: list[int] = []
+
+    async def sizer(scope: Scope, receive: Receive, send: Send) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        seen.append(size)
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": str(size).encode()})
+
+    mw = IdempotencyMiddleware(sizer, store=fast_store, registry=CollectorRegistry())
+    chunk = b"\xff\xfe\x00" * 350_000  # about 1 MB of bytes that are not UTF-8, 20 times
+    first = await call_asgi(mw, [chunk] * 20, key=b"huge")
+    again = await call_asgi(mw, [chunk] * 20, key=b"huge")
+    assert seen == [len(chunk) * 20]  # the app got every byte, once
+    assert first[1]["body"] == again[1]["body"] == str(len(chunk) * 20).encode()
+    assert (await call_asgi(mw, [chunk] * 19 + [chunk[:-1] + b"!"], key=b"huge"))[0]["status"] == 422
+
+
 # 4. Atomic claim
 
 
