@@ -275,7 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--only", help="scenario names separated by |, e.g. \"bare|fresh key\"")
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all: 1 s per scenario, small bodies")
     parser.add_argument("--driver", choices=["auto", "wrk", "async"], default="auto")
     parser.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
@@ -287,7 +287,7 @@ def main() -> None:
         args.duration = 1.0
         scenarios = [s for s in SCENARIOS if s.body_size < 1_000_000]
     if args.only:
-        wanted = {name.strip() for name in args.only.split(",")}
+        wanted = {name.strip() for name in args.only.split("|")}
         scenarios = [s for s in scenarios if s.name in wanted]
     redis_server = None if os.environ.get("REDIS_URL") else RedisServer()
     redis_url = os.environ.get("REDIS_URL") or (redis_server.url if redis_server else "")
