@@ -92,11 +92,11 @@ async def test_lease_expires_and_a_late_owner_cannot_store(store: Store) -> None
 async def test_renewal_keeps_the_lease(store: Store) -> None:
     req = info()
     key = store.record_key(req)
-    claim = await store.claim(key, req, 200)
-    for _ in range(4):
-        await asyncio.sleep(0.1)
-        assert await store.renew(key, claim.token, 200)
-    assert (await store.claim(key, req, 200)).outcome == "in_flight"
+    claim = await store.claim(key, req, 500)
+    for _ in range(4):  # 0.8 s in all: well past the first lease
+        await asyncio.sleep(0.2)
+        assert await store.renew(key, claim.token, 500)
+    assert (await store.claim(key, req, 500)).outcome == "in_flight"
 
 
 async def test_record_ttl_expires(store: Store) -> None:
