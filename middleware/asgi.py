@@ -270,6 +270,7 @@ class IdempotentRequest:
             raise
         finally:
             self.lease.stop()
+            self.lease = None  # the lease points back at this request: no cycle left for the GC to find
             if mw.metrics is not None:
                 mw.metrics.in_flight.dec()
         if not self.finished:  # the app returned without finishing its response
