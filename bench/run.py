@@ -275,7 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--only", help="scenario names separated by |, e.g. \"bare|fresh key\"")
+    parser.add_argument("--only", help='scenario names separated by |, e.g. "bare|fresh key"')
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all: 1 s per scenario, small bodies")
     parser.add_argument("--driver", choices=["auto", "wrk", "async"], default="auto")
     parser.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from middleware import IdempotencyMiddleware, MemoryStore, RedisStore, Store, StoredResponse
+from middleware import IdempotencyMiddleware, MemoryStore, RedisStore, Store
 from middleware.types import Message, Receive, Scope, Send
 from tests.orders_app import create_app
 
@@ -523,11 +523,6 @@ async def test_non_http_traffic_passes_untouched() -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError):
         IdempotencyMiddleware(_discard_app, store=MemoryStore(), ttl=0)
-
-
-async def test_stored_response_type_is_plain_data() -> None:
-    response = StoredResponse(200, [(b"a", b"b")], b"x", True, 1)
-    assert response == StoredResponse(200, [(b"a", b"b")], b"x", True, 1)
 
 
 # helpers
