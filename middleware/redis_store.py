@@ -70,6 +70,16 @@ class RedisStore(Store):
         hot_path = AutoPipelineClient.for_url(url, timeout=timeout) if pipelined else None
         return cls(aioredis.Redis.from_url(url, **kwargs), prefix=prefix, hot_path=hot_path)
 
+    async def connect(self) -> None:
+        """Connect now, and learn a cluster's topology, instead of on the first request (whose store timeout
+        would have to cover it). Call it from the app's lifespan start-up."""
+        if isinstance(self.client, AsyncRedisCluster):
+            await self.client.initialize()
+        else:
+            await self.client.ping()
+        if self.hot_path is not None:
+            await self.hot_path.execute("PING")
+
     def bound_calls(self, timeout: float) -> bool:
         if self.hot_path is None:
             return False

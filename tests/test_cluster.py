@@ -46,6 +46,7 @@ async def test_records_spread_over_every_master(cluster_store: RedisStore) -> No
 
 
 async def test_concurrent_duplicates_execute_once_on_a_cluster(cluster_store: RedisStore) -> None:
+    await cluster_store.connect()  # topology and command table first, as an app's lifespan would
     app = create_app(cluster_store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         for key in ("c1", "c2", "c3"):

@@ -29,6 +29,7 @@ ACL_RULES = [
 
 
 async def orders_roundtrip(store: RedisStore) -> None:
+    await store.connect()
     app = create_app(store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         first = await client.post("/orders", json={"n": 1}, headers={"Idempotency-Key": "acl-1"})
