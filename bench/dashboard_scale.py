@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from middleware import RecordFilter, RedisStore
+from middleware import RecordFilter, RedisStore, RequestInfo, layout
 from tests.redis_server import RedisServer
 
 PREFIX = "idemscale"
@@ -27,7 +26,9 @@ ROUTES = ["/orders", "/orders/{order_id}/items", "/payments", "/refunds"]
 
 
 async def load(store: RedisStore, n: int, batch: int = 5000) -> None:
-    headers = json.dumps([["content-type", "application/json"], ["content-length", "24"]])
+    """Records laid out as RedisStore writes them (middleware/layout.py): 1 in 1,000 in flight, the rest completed."""
+    headers = layout.header_block([(b"content-type", b"application/json"), (b"content-length", b"29")])
+    body = b'{"id": 1, "ok": true, "n": 1}'
     now = int(time.time() * 1000)
     for start in range(0, n, batch):
         async with store.client.pipeline(transaction=False) as pipe:
@@ -35,18 +36,13 @@ async def load(store: RedisStore, n: int, batch: int = 5000) -> None:
                 route = ROUTES[i % len(ROUTES)]
                 key = f"k-{i:07d}-{i * 7919 % 100003:05d}"
                 record_key = f"{PREFIX}:{{{i:020x}}}:POST:{route}:{key}"
-                in_flight = i % 1000 == 0
-                fields: dict[str | bytes, str | int] = {
-                    "v": "1", "state": "in_flight" if in_flight else "completed", "token": f"t{i}", "fp": "f" * 64,
-                    "lease": 30000, "method": "POST", "route": route, "key": key, "scope": "anonymous",
-                    "path": route, "owner": "bench:1", "created": now, "renewed": now, "renewals": 0,
-                }  # fmt: skip
-                if not in_flight:
+                place = layout.place_line(RequestInfo("anonymous", "POST", route, key, route, ""))
+                if i % 1000 == 0:
+                    value = f"F {'f' * 32} t{i} 30000 {now} {now} 0 bench:1\n".encode() + place + b"\n"
+                else:
                     status = 404 if i % 50 == 0 else 201
-                    fields.update(status=status, headers=headers, body='{"id": 1, "ok": true, "n": 1}', stored="1")
-                    fields.update(size=29, completed=now, ttl=86_400_000)
-                pipe.hset(record_key, mapping=fields)  # type: ignore[arg-type]
-                pipe.pexpire(record_key, 86_400_000)
+                    value = f"C {'f' * 32} {now} 3 {status} 29 1\n".encode() + place + b"\n" + headers + body
+                pipe.set(record_key, value, px=86_400_000)
             await pipe.execute()
 
 

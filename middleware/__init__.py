@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .admin import AuditEntry, KeyspaceStats, RecordFilter, RecordPage, is_stuck
 from .asgi import IdempotencyMiddleware

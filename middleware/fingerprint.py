@@ -1,4 +1,4 @@
-"""The request fingerprint: SHA-256 over method, path, query, chosen headers and the raw body bytes.
+"""The request fingerprint: SHA-256 (first 128 bits, hex) over method, path, query, chosen headers and the raw body.
 
 Each part is length-prefixed, so no two different requests can be made to hash the same input by moving bytes
 between parts. The body is fed in chunks as it arrives and is never parsed.
@@ -31,7 +31,7 @@ class Fingerprint:
         self._hash.update(chunk)
 
     def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+        return self._hash.hexdigest()[:32]  # 128 bits: plenty to tell two requests apart, and compact to store
 
 
 def _part(h: hashlib._Hash, data: bytes) -> None:

@@ -60,5 +60,5 @@ def authorization_scope(scope: Scope) -> str:
     """
     for name, value in scope["headers"]:
         if name == b"authorization":
-            return "auth:" + hashlib.sha256(value).hexdigest()[:24]
+            return "auth:" + hashlib.sha256(value).hexdigest()[:16]
     return "anonymous"

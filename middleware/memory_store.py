@@ -118,7 +118,6 @@ class MemoryStore(Store):
             stored=b"1" if response.stored else b"0",
             size=str(response.size).encode(),
             completed=str(now).encode(),
-            ttl=str(ttl_ms).encode(),
         )
         self._expires[record_key] = now + ttl_ms
         return now - int(fields["created"])

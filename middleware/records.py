@@ -63,7 +63,6 @@ class Record:
     renewed_ms: int = 0
     renewals: int = 0
     completed_ms: int = 0
-    ttl_ms: int = 0
     status: int = 0
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
@@ -113,7 +112,6 @@ def record_from_fields(redis_key: str, fields: dict[str, bytes], pttl_ms: int) -
         renewed_ms=number("renewed"),
         renewals=number("renewals"),
         completed_ms=number("completed"),
-        ttl_ms=number("ttl"),
         status=number("status"),
         headers=headers,
         body=fields.get("body", b""),

@@ -9,19 +9,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript
 
+from . import layout
 from .admin import AuditEntry
 from .autopipeline import AutoPipelineClient
-from .records import Claim, Record, RequestInfo, StoredResponse, decode_headers, encode_headers, record_from_fields
+from .records import Claim, Record, RequestInfo, StoredResponse
 from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, new_token, owner_id
 
 AnyRedis = aioredis.Redis | AsyncRedisCluster
-
-
-# Every field but the response headers and body: what a listing shows.
-SUMMARY_FIELDS = [
-    "state", "key", "method", "route", "path", "scope", "fp", "token", "owner", "lease", "created", "renewed",
-    "renewals", "completed", "ttl", "status", "stored", "size",
-]  # fmt: skip
 
 
 def _script(name: str) -> str:
@@ -38,7 +32,7 @@ class RedisStore(Store):
             raise ValueError("prefix must not contain '{' or '}': the record key's hash tag follows it")
         self.client = client
         self.prefix = prefix
-        self.owner = owner_id()
+        self.owner = layout.field(owner_id())
         self._claim: AsyncScript = client.register_script(_script("claim"))
         self._complete: AsyncScript = client.register_script(_script("complete"))
         self._release: AsyncScript = client.register_script(_script("release"))
@@ -96,31 +90,14 @@ class RedisStore(Store):
         reply = await self._run(
             self._claim,
             [record_key],
-            [
-                token,
-                request.fingerprint,
-                lease_ms,
-                request.method,
-                request.route,
-                request.key,
-                request.scope,
-                request.path,
-                self.owner,
-            ],
+            [token, request.fingerprint, lease_ms, self.owner, layout.place_line(request)],
         )
         outcome = reply[0]
         if outcome == b"claimed":
             return Claim("claimed", token=token)
         if outcome == b"completed":
-            _, status, headers, body, stored, completed, now = reply
-            response = StoredResponse(
-                status=int(status),
-                headers=decode_headers(headers),
-                body=body or b"",
-                stored=stored == b"1",
-                size=len(body or b""),
-            )
-            return Claim("completed", response=response, age_ms=max(0, int(now) - int(completed)))
+            response, completed_ms = layout.replay(reply[1])
+            return Claim("completed", response=response, age_ms=max(0, int(reply[2]) - completed_ms))
         if outcome == b"in_flight":
             return Claim("in_flight", retry_after_ms=max(0, int(reply[1])))
         return Claim("mismatch")
@@ -133,10 +110,10 @@ class RedisStore(Store):
                 token,
                 ttl_ms,
                 response.status,
-                encode_headers(response.headers),
-                response.body if response.stored else b"",
-                "1" if response.stored else "0",
                 response.size,
+                "1" if response.stored else "0",
+                layout.header_block(response.headers),
+                response.body if response.stored else b"",
             ],
         )
         return int(held) if done == 1 else None
@@ -149,12 +126,10 @@ class RedisStore(Store):
 
     async def get(self, record_key: str) -> Record | None:
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(record_key)
+            pipe.get(record_key)
             pipe.pttl(record_key)
-            fields, pttl = await pipe.execute()
-        if not fields or b"state" not in fields:
-            return None
-        return record_from_fields(record_key, {k.decode(): v for k, v in fields.items()}, int(pttl))
+            value, pttl = await pipe.execute()
+        return layout.record(record_key, value, int(pttl)) if value else None
 
     async def scan(self, cursor: int, match: str, count: int) -> tuple[int, list[str]]:
         if isinstance(self.client, AsyncRedisCluster):
@@ -181,17 +156,25 @@ class RedisStore(Store):
         return bool(await self.client.pexpire(record_key, ttl_ms))
 
     async def summaries(self, record_keys: list[str]) -> list[Record | None]:
+        """Reads the first HEAD_BYTES of each record (not its body), and all of the rare one whose first two lines
+        are longer."""
         async with self.client.pipeline(transaction=False) as pipe:
             for key in record_keys:
-                pipe.hmget(key, SUMMARY_FIELDS)
+                pipe.getrange(key, 0, layout.HEAD_BYTES - 1)
                 pipe.pttl(key)
             replies = await pipe.execute()
-        found: list[Record | None] = []
-        for i, key in enumerate(record_keys):
-            values, pttl = replies[2 * i], replies[2 * i + 1]
-            fields = {name: value for name, value in zip(SUMMARY_FIELDS, values, strict=True) if value is not None}
-            found.append(record_from_fields(key, fields, int(pttl)) if "state" in fields else None)
-        return found
+        heads: list[bytes] = replies[0::2]
+        long = [i for i, head in enumerate(heads) if not layout.head_is_whole(head)]
+        if long:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in long:
+                    pipe.get(record_keys[i])
+                for i, value in zip(long, await pipe.execute(), strict=True):
+                    heads[i] = value or b""
+        return [
+            layout.record(key, head, int(pttl), whole=False) if head else None
+            for key, head, pttl in zip(record_keys, heads, replies[1::2], strict=True)
+        ]
 
     async def evict_many(self, record_keys: list[str]) -> int:
         return int(await self.client.unlink(*record_keys)) if record_keys else 0

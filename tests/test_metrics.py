@@ -124,7 +124,7 @@ async def test_histograms() -> None:
     size = registry.get_sample_value("idempotency_stored_response_bytes_sum")
     assert size is not None and size > 10
     assert registry.get_sample_value("idempotency_requests_in_flight") == 0
-    assert registry.get_sample_value("idempotency_build_info", {"version": "0.1.0"}) == 1
+    assert registry.get_sample_value("idempotency_build_info", {"version": "0.2.0"}) == 1
 
 
 async def test_in_flight_gauge_while_running() -> None:

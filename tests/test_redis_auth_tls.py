@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 ACL_RULES = [
     "on", ">s3cret-pass", "resetkeys", "~idemscope:*", "resetchannels",
     "-@all", "+evalsha", "+eval", "+script|load", "+ping",
-    "+hgetall", "+hmget", "+hset", "+hincrby", "+pttl", "+pexpire", "+del", "+unlink", "+time", "+scan",
+    "+get", "+getrange", "+set", "+pttl", "+pexpire", "+del", "+unlink", "+time", "+scan",
     "+lpush", "+ltrim", "+llen", "+lrange",
 ]  # fmt: skip
 

@@ -64,7 +64,7 @@ def digest(body_chunks: list[bytes], path: str = "/p", query: bytes = b"") -> st
 def test_fingerprint_covers_path_query_body_not_chunking() -> None:
     base = digest([b"ab", b"c"])
     assert base == digest([b"abc"])
-    assert len(base) == 64
+    assert len(base) == 32
     assert base != digest([b"abd"])
     assert base != digest([b"abc"], path="/q")
     assert base != digest([b"abc"], query=b"x=1")

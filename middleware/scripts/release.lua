@@ -3,8 +3,8 @@
 -- KEYS[1] - record key
 -- ARGV[1] - owner token
 -- return 1 if released, 0 if the record is gone, completed, or owned by another token
-local rec = redis.call('HMGET', KEYS[1], 'state', 'token')
-if rec[1] ~= 'in_flight' or rec[2] ~= ARGV[1] then
+local head = redis.call('GETRANGE', KEYS[1], 0, 511)
+if string.match(head, '^F %S+ (%S+) ') ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])

@@ -3,13 +3,15 @@
 -- ARGV[1] - owner token
 -- ARGV[2] - lease in milliseconds
 -- return 1 if renewed, 0 if the lease was lost
-local rec = redis.call('HMGET', KEYS[1], 'state', 'token')
-if rec[1] ~= 'in_flight' or rec[2] ~= ARGV[1] then
+local head = redis.call('GETRANGE', KEYS[1], 0, 511)
+if string.match(head, '^F %S+ (%S+) ') ~= ARGV[1] then
   return 0
 end
+local rec = redis.call('GET', KEYS[1])
+local fp, created, renewals, rest = string.match(rec, '^F (%S+) %S+ %d+ (%d+) %d+ (%d+) (.*)$')
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('HSET', KEYS[1], 'renewed', now, 'lease', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'renewals', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[1],
+  'F ' .. fp .. ' ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. created .. ' ' .. now .. ' ' .. (renewals + 1) .. ' ' .. rest,
+  'PX', ARGV[2])
 return 1
