@@ -25,6 +25,7 @@ from .routes import UNMATCHED, ResolvedRoute, RouteOptions, RouteResolver, Starl
 from .store import Store
 from .types import ASGIApp, Message, Receive, Scope, Send
 
+DEFAULT_OPTIONS = RouteOptions()
 logger = logging.getLogger("idemscope")
 T = TypeVar("T")
 
@@ -162,7 +163,7 @@ class IdempotentRequest:
 
     __slots__ = (
         "chunks", "finished", "key", "lease", "lease_ms", "max_body_size", "messages", "mw", "passing", "receive",
-        "record_key", "route", "scope", "send", "size", "start", "storable", "token", "ttl_ms",
+        "record_key", "route", "scope", "send", "sending", "size", "start", "storable", "token", "ttl_ms",
     )  # fmt: skip
 
     def __init__(
@@ -174,7 +175,7 @@ class IdempotentRequest:
         self.send = send
         self.route = route
         self.key = key
-        options = route.options or RouteOptions()
+        options = route.options or DEFAULT_OPTIONS
         self.ttl_ms = int(options.ttl * 1000) if options.ttl is not None else mw.ttl_ms
         self.lease_ms = int(options.lease * 1000) if options.lease is not None else mw.lease_ms
         self.max_body_size = options.max_body_size if options.max_body_size is not None else mw.max_body_size
@@ -189,6 +190,7 @@ class IdempotentRequest:
         self.passing = False  # the response goes straight to the client (not stored, or too large to store)
         self.storable = True
         self.finished = False  # the record is settled: completed, released or given up
+        self.sending: asyncio.Task[None] | None = None  # stores, then sends, a buffered response
 
     async def run(self) -> None:
         mw = self.mw
@@ -263,7 +265,12 @@ class IdempotentRequest:
         if mw.metrics is not None:
             mw.metrics.in_flight.inc()
         try:
-            await mw.app(self.app_scope(), self.replay_receive, self.capture)
+            try:
+                await mw.app(self.app_scope(), self.replay_receive, self.capture)
+            finally:
+                if self.sending is not None:  # the whole response was captured: wait until it is stored and sent
+                    sending, self.sending = self.sending, None
+                    await sending
         except BaseException:
             if not self.finished:
                 await self.settle_unfinished()
@@ -320,9 +327,17 @@ class IdempotentRequest:
         if more:
             return
         body = b"".join(self.chunks) if len(self.chunks) > 1 else body
-        await self.complete(StoredResponse(self.start_status(), self.stored_headers(), body, True, len(body)))
+        # Store, then send, in a task of its own: the app's send returns at once, so the app (and whatever it
+        # does after its response, like background tasks) never waits on Redis, and its deep coroutine stack is
+        # not suspended and resumed around the store call. execute() waits for the task before returning.
+        self.finished = True
+        response = StoredResponse(self.start_status(), self.stored_headers(), body, True, len(body))
+        self.sending = asyncio.get_running_loop().create_task(self.store_and_send(response))
+
+    async def store_and_send(self, response: StoredResponse) -> None:
+        await self.complete(response)
         await self.send(self.start_message())
-        await self.send({"type": "http.response.body", "body": body})
+        await self.send({"type": "http.response.body", "body": response.body})
 
     async def overflow(self) -> None:
         """Switch to passing the response through: send what was held back, store no body."""

@@ -49,12 +49,9 @@ def error_for(message: str) -> Exception:
 
 
 def pack(args: tuple[Arg, ...]) -> bytes:
-    """A command in RESP: *<n> then $<len> <bytes> for each argument."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+    """A command in RESP (*<n>, then $<len> <bytes> per argument; str as UTF-8, numbers in decimal), by hiredis."""
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # (its stub types a 1-tuple)
+    return packed
 
 
 class PipelinedProtocol(asyncio.Protocol):

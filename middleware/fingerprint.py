@@ -16,24 +16,17 @@ class Fingerprint:
     __slots__ = ("_hash",)
 
     def __init__(self, scope: Scope, headers: Iterable[bytes] = ()) -> None:
-        h = hashlib.sha256()
-        _part(h, scope["method"].encode())
-        _part(h, scope.get("raw_path") or scope["path"].encode())
-        _part(h, scope.get("query_string", b""))
-        wanted = tuple(headers)
-        if wanted:
-            for name in wanted:
-                values = b"\n".join(v for k, v in scope["headers"] if k == name)
-                _part(h, name + b":" + values)
-        self._hash = h
+        parts = [
+            scope["method"].encode(),
+            scope.get("raw_path") or scope["path"].encode(),
+            scope.get("query_string", b""),
+        ]
+        for name in headers:
+            parts.append(name + b":" + b"\n".join(v for k, v in scope["headers"] if k == name))
+        self._hash = hashlib.sha256(b"".join([len(part).to_bytes(8, "big") + part for part in parts]))
 
     def update(self, chunk: bytes) -> None:
         self._hash.update(chunk)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()[:32]  # 128 bits: plenty to tell two requests apart, and compact to store
-
-
-def _part(h: hashlib._Hash, data: bytes) -> None:
-    h.update(len(data).to_bytes(8, "big"))
-    h.update(data)

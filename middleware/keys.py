@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from .types import Scope
 
@@ -11,6 +12,9 @@ MAX_KEY_LENGTH = 255
 
 class InvalidKey(ValueError):
     """The header value is not a valid idempotency key; the message says why, for the 400 response."""
+
+
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 
 
 def parse_key(raw: bytes) -> str:
@@ -25,9 +29,8 @@ def parse_key(raw: bytes) -> str:
         raise InvalidKey("the Idempotency-Key header is empty")
     if len(value) > MAX_KEY_LENGTH:
         raise InvalidKey(f"the idempotency key is {len(value)} characters long; at most {MAX_KEY_LENGTH} are allowed")
-    for byte in value:
-        if not 0x21 <= byte <= 0x7E:
-            raise InvalidKey("the idempotency key may contain only visible ASCII characters (no spaces or controls)")
+    if _VISIBLE_ASCII.fullmatch(value) is None:
+        raise InvalidKey("the idempotency key may contain only visible ASCII characters (no spaces or controls)")
     return value.decode("ascii")
 
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
-from .records import COMPLETED, IN_FLIGHT, Record, RequestInfo, StoredResponse
+from .records import COMPLETED, IN_FLIGHT, Claim, Record, RequestInfo, StoredResponse
 
 HEAD_BYTES = 2048  # what a listing reads of each record: enough for the first two lines in all usual cases
 
@@ -41,6 +41,7 @@ def _escaper(chars: bytes) -> Callable[[bytes], bytes]:
 
 
 _escape_field = _escaper(b"% \t\r\n\x0b\x0c")
+_FIELD_UNSAFE = re.compile("[% \t\r\n\x0b\x0c]")
 _escape_name = _escaper(b"%:\r\n")
 _escape_value = _escaper(b"%\r\n")
 
@@ -55,10 +56,30 @@ def field(text: str) -> bytes:
 
 
 def place_line(request: RequestInfo) -> bytes:
-    parts = [request.scope, request.route]
-    if request.path != request.route:
-        parts.append(request.path)
+    scope, route, path = request.scope, request.route, request.path
+    parts = [scope, route] if path == route else [scope, route, path]
+    if _FIELD_UNSAFE.search(scope + route + path) is None:  # the usual case: nothing to escape
+        return " ".join(parts).encode()
     return b" ".join(field(part) for part in parts)
+
+
+def in_flight(request: RequestInfo, token: str, lease_ms: int, now_ms: int, owner: bytes) -> bytes:
+    """A new in-flight record (`owner` already escaped with `field`)."""
+    status = f"F {request.fingerprint} {token} {lease_ms} {now_ms} {now_ms} 0 ".encode()
+    return b"%b%b\n%b\n" % (status, owner, place_line(request))
+
+
+def claim_answer(record: bytes, fingerprint: str, now_ms: int) -> Claim:
+    """What a claim finds when the key is taken: another request's record (mismatch), a request still running
+    (Retry-After: the rest of its lease) or a stored response."""
+    status = record[: record.index(b"\n")].split(b" ", 6)
+    if status[1].decode() != fingerprint:
+        return Claim("mismatch")
+    if status[0] == b"F":
+        renewed, lease = int(status[5]), int(status[3])
+        return Claim("in_flight", retry_after_ms=max(0, renewed + lease - now_ms))
+    response, completed_ms = replay(record)
+    return Claim("completed", response=response, age_ms=max(0, now_ms - completed_ms))
 
 
 def header_block(headers: list[tuple[bytes, bytes]]) -> bytes:

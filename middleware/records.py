@@ -12,7 +12,7 @@ COMPLETED = "completed"
 ClaimOutcome = Literal["claimed", "mismatch", "in_flight", "completed"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestInfo:
     """What identifies one idempotent request, and what the record says about it."""
 
@@ -24,7 +24,7 @@ class RequestInfo:
     fingerprint: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StoredResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -33,7 +33,7 @@ class StoredResponse:
     size: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Claim:
     """The answer to a claim. `token` is set when claimed; `response` when completed."""
 

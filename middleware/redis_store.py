@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from . import layout
-from .admin import AuditEntry
+from .admin import AuditEntry, now_ms
 from .autopipeline import AutoPipelineClient
 from .records import Claim, Record, RequestInfo, StoredResponse
 from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, new_token, owner_id
@@ -33,13 +35,13 @@ class RedisStore(Store):
         self.client = client
         self.prefix = prefix
         self.owner = layout.field(owner_id())
-        self._claim: AsyncScript = client.register_script(_script("claim"))
         self._complete: AsyncScript = client.register_script(_script("complete"))
         self._release: AsyncScript = client.register_script(_script("release"))
         self._renew: AsyncScript = client.register_script(_script("renew"))
         self._audit: AsyncScript = client.register_script(_script("audit"))
         # claim/complete/release/renew go through one auto-pipelined connection when there is one (plain TCP)
         self.hot_path = hot_path
+        self.round_trips = 0  # Redis calls made by claim/complete/release/renew (one command each)
 
     @classmethod
     def from_url(
@@ -80,27 +82,33 @@ class RedisStore(Store):
         self.hot_path.timeout = timeout
         return True
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        self.round_trips += 1
         if self.hot_path is not None:
-            return await self.hot_path.evalsha(script.sha, script.script, keys, args)  # type: ignore[arg-type]
-        return await script(keys=keys, args=args)
+            return self.hot_path.evalsha(script.sha, script.script, keys, args)  # type: ignore[arg-type]
+        return script(keys=keys, args=args)
 
     async def claim(self, record_key: str, request: RequestInfo, lease_ms: int) -> Claim:
+        """One atomic command, no script: SET NX (create the in-flight record) with GET (else read what is there)."""
         token = new_token()
-        reply = await self._run(
-            self._claim,
-            [record_key],
-            [token, request.fingerprint, lease_ms, self.owner, layout.place_line(request)],
-        )
-        outcome = reply[0]
-        if outcome == b"claimed":
+        now = now_ms()
+        record = layout.in_flight(request, token, lease_ms, now, self.owner)
+        self.round_trips += 1
+        try:
+            if self.hot_path is not None:
+                found = await self.hot_path.execute("SET", record_key, record, "NX", "PX", lease_ms, "GET")
+            else:
+                found = await self.client.set(record_key, record, nx=True, px=lease_ms, get=True)
+        except (OutOfMemoryError, ReadOnlyError):
+            # A full Redis (maxmemory) or a read-only replica refuses every write, SET NX included; what it
+            # already holds can still be replayed (or refused as a conflict or mismatch). A new key cannot be claimed.
+            self.round_trips += 1
+            found = await (self.hot_path.execute("GET", record_key) if self.hot_path else self.client.get(record_key))
+            if found is None:
+                raise
+        if found is None:
             return Claim("claimed", token=token)
-        if outcome == b"completed":
-            response, completed_ms = layout.replay(reply[1])
-            return Claim("completed", response=response, age_ms=max(0, int(reply[2]) - completed_ms))
-        if outcome == b"in_flight":
-            return Claim("in_flight", retry_after_ms=max(0, int(reply[1])))
-        return Claim("mismatch")
+        return layout.claim_answer(found, request.fingerprint, now)
 
     async def complete(self, record_key: str, token: str, response: StoredResponse, ttl_ms: int) -> int | None:
         done, held = await self._run(
@@ -108,6 +116,7 @@ class RedisStore(Store):
             [record_key],
             [
                 token,
+                now_ms(),
                 ttl_ms,
                 response.status,
                 response.size,
@@ -122,7 +131,7 @@ class RedisStore(Store):
         return bool(await self._run(self._release, [record_key], [token]))
 
     async def renew(self, record_key: str, token: str, lease_ms: int) -> bool:
-        return bool(await self._run(self._renew, [record_key], [token, lease_ms]))
+        return bool(await self._run(self._renew, [record_key], [token, lease_ms, now_ms()]))
 
     async def get(self, record_key: str) -> Record | None:
         async with self.client.pipeline(transaction=False) as pipe:

@@ -342,6 +342,53 @@ async def test_client_gone_before_the_response_still_stores_it(fast_store: Store
     assert retry.headers["idempotent-replayed"] == "true" and retry.json()["execution"] == 1
 
 
+async def test_work_after_the_response_does_not_hold_it_back(fast_store: Store) -> None:
+    """Like a FastAPI background task: the app keeps running after its last body message. The response is stored
+    and sent meanwhile, not when the app returns."""
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"created"})
+        await asyncio.sleep(0.3)
+        events.append("background work done")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            record = (await fast_store.summaries((await fast_store.scan(0, "*", 1000))[1]))[0]
+            events.append(f"body sent, record {record.state if record else None}")
+
+    mw = IdempotencyMiddleware(app, store=fast_store, registry=CollectorRegistry())
+    await mw(http_scope("/orders", [(b"idempotency-key", b"bg")]), body_receiver([b"x"]), send)
+    assert events == ["body sent, record completed", "background work done"]
+
+
+async def test_an_error_after_the_whole_response_still_stores_and_sends_it(fast_store: Store) -> None:
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"created"})
+        raise RuntimeError("after the response")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    mw = IdempotencyMiddleware(app, store=fast_store, registry=CollectorRegistry())
+    with pytest.raises(RuntimeError):
+        await mw(http_scope("/orders", [(b"idempotency-key", b"late-error")]), body_receiver([b"x"]), send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    replayed: list[Message] = []
+
+    async def replay_send(message: Message) -> None:
+        replayed.append(message)
+
+    await mw(http_scope("/orders", [(b"idempotency-key", b"late-error")]), body_receiver([b"x"]), replay_send)
+    assert replayed[0]["status"] == 201 and replayed[1]["body"] == b"created"
+
+
 # 7. Faithful replay
 
 

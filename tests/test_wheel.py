@@ -46,7 +46,7 @@ def test_wheel_serves_the_dashboard(tmp_path: Path) -> None:
     for expected in (
         "dashboard/templates/idemscope/base.html",
         "dashboard/static/htmx.min.js",
-        "middleware/scripts/claim.lua",
+        "middleware/scripts/complete.lua",
         "middleware/py.typed",
         "dashboard/py.typed",
     ):
