@@ -1,6 +1,7 @@
 """The benchmark's app: a small JSON POST handler, with or without the middleware (chosen by environment).
 
-BENCH_STORE=none|redis|memory, BENCH_METRICS=1|0, BENCH_PIPELINED=1|0, BENCH_BODY=<response body bytes>, REDIS_URL.
+BENCH_STORE=none|redis|memory|<peer>, BENCH_METRICS=1|0, BENCH_PIPELINED=1|0, BENCH_BODY=<response body bytes>,
+REDIS_URL.
 """
 
 from __future__ import annotations
@@ -22,16 +23,39 @@ class Order(BaseModel):
     quantity: int
 
 
+def asgi_idempotency_header(app: FastAPI, redis_url: str) -> None:
+    """As its README shows: RedisBackend(redis=...) and the middleware with its defaults."""
+    import redis.asyncio as aioredis
+    from idempotency_header_middleware import IdempotencyHeaderMiddleware
+    from idempotency_header_middleware.backends import RedisBackend
+
+    backend = RedisBackend(redis=aioredis.Redis.from_url(redis_url))
+    app.add_middleware(IdempotencyHeaderMiddleware, backend=backend)  # type: ignore[arg-type]
+
+
+def fastapi_idempotency_key(app: FastAPI, redis_url: str) -> None:
+    """As its README shows: RedisBackend(redis_url=...) and the middleware with its defaults."""
+    from fastapi_idempotency_key import IdempotencyMiddleware as PeerMiddleware
+    from fastapi_idempotency_key import RedisBackend as PeerBackend
+
+    app.add_middleware(PeerMiddleware, backend=PeerBackend(redis_url=redis_url))
+
+
+# Other idempotency middlewares on PyPI (bench/run.py --peers; pip install -e '.[bench,peers]')
+PEERS = {"asgi-idempotency-header": asgi_idempotency_header, "fastapi-idempotency-key": fastapi_idempotency_key}
+
+
 def create_app() -> FastAPI:
     app = FastAPI()
     kind = os.environ.get("BENCH_STORE", "none")
+    store: Store | None = None
     size = int(os.environ.get("BENCH_BODY", "0"))
     padding = "x" * max(0, size - 60)
-    if kind != "none":
+    if kind in PEERS:
+        PEERS[kind](app, os.environ["REDIS_URL"])
+    elif kind != "none":
         pipelined = os.environ.get("BENCH_PIPELINED", "1") == "1"
-        store: Store = (
-            RedisStore.from_url(os.environ["REDIS_URL"], pipelined=pipelined) if kind == "redis" else MemoryStore()
-        )
+        store = RedisStore.from_url(os.environ["REDIS_URL"], pipelined=pipelined) if kind == "redis" else MemoryStore()
         app.add_middleware(
             IdempotencyMiddleware,
             store=store,
@@ -49,6 +73,10 @@ def create_app() -> FastAPI:
         if padding:
             content["padding"] = padding
         return JSONResponse(content, status_code=201)
+
+    @app.get("/bench/round-trips")
+    async def round_trips() -> dict[str, int]:  # read by bench/run.py before and after each load
+        return {"round_trips": store.round_trips if isinstance(store, RedisStore) else 0 if kind not in PEERS else -1}
 
     if os.environ.get("BENCH_GC_FREEZE", "1") == "1":
         # Move everything loaded so far out of the collector's reach, as production apps do after start-up

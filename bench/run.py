@@ -1,11 +1,13 @@
 """The benchmark suite: every scenario against a freshly started uvicorn app, one after another.
 
-    python bench/run.py [--duration 10] [--connections 32] [--only fresh,replay] [--smoke] [--chart docs/bench.png]
+    python bench/run.py [--duration 10] [--rounds 3] [--connections 32] [--only "bare|fresh key"] [--smoke]
+                        [--chart docs/bench.png]
 
 Starts a redis-server on a free port unless REDIS_URL is set, drives load with wrk (Debian package `wrk`) when it
 is installed, else with a bounded async load generator, and prints a table: requests/s, p50, p99, ratio to the
-bare app of the same body size in this run, Redis round trips and commands per request (INFO commandstats deltas),
-and server CPU time per request. Writes bench/results/<date>.json.
+bare app of the same body size in the same round, Redis round trips per request (counted by the store), Redis
+commands per request (INFO commandstats deltas, commands run inside scripts included) and server CPU time per
+request; each the median over the rounds. Writes bench/results/<date>.json.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -35,14 +38,13 @@ sys.path.insert(0, str(ROOT))
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.uvicorn_server import UvicornServer  # noqa: E402
 
-INSIDE_SCRIPTS = {"time", "get", "getrange", "set", "pttl", "del", "lpush", "ltrim", "llen"}
 BODY = json.dumps({"sku": "tea", "quantity": 2})
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    store: str  # none | redis | memory
+    store: str  # none | redis | memory, or a peer's PyPI name (--peers)
     key: str  # none | fresh | one
     body_size: int = 0
     metrics: bool = True
@@ -69,6 +71,24 @@ SCENARIOS = [
     Scenario("bare 1 MB", "none", "none", body_size=1_000_000),
     Scenario("fresh key 1 MB", "redis", "fresh", body_size=1_000_000),
     Scenario("replay 1 MB", "redis", "one", body_size=1_000_000, setup="complete"),
+]
+
+# Other idempotency middlewares on PyPI, wired in bench/app.py with their documented defaults and Redis backends
+# (pip install -e '.[bench,peers]'); --peers runs the middleware scenarios for each of them too.
+PEERS = ["asgi-idempotency-header", "fastapi-idempotency-key"]
+PEER_MODULES = {
+    "asgi-idempotency-header": "idempotency_header_middleware",
+    "fastapi-idempotency-key": "fastapi_idempotency_key",
+}
+PEER_SCENARIOS = [
+    Scenario(f"{peer}: {name}", peer, key, setup=setup)
+    for peer in PEERS
+    for name, key, setup in (
+        ("fresh key", "fresh", ""),
+        ("replay", "one", "complete"),
+        ("conflict", "one", "hold"),
+        ("mismatch", "one", "other"),
+    )
 ]
 
 WRK_SCRIPT = """
@@ -108,6 +128,27 @@ class Row:
     cpu_us: float
     statuses: dict[str, int]
     driver: str
+
+
+def median_row(rows: list[Row]) -> Row:
+    """One scenario over all rounds: the median of each figure (ratios are taken within each round, against that
+    round's bare app, so machine noise between rounds cancels out), request and status counts summed."""
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    statuses: dict[str, int] = {}
+    for row in rows:
+        for code, count in row.statuses.items():
+            statuses[code] = statuses.get(code, 0) + count
+    return Row(
+        rows[0].scenario, sum(r.requests for r in rows), median([r.rps for r in rows]),
+        median([r.p50_ms for r in rows]), median([r.p99_ms for r in rows]), median([r.ratio for r in rows]),
+        median([r.round_trips for r in rows]), median([r.redis_commands for r in rows]),
+        median([r.cpu_us for r in rows]), statuses, rows[0].driver,
+    )  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,6 +246,11 @@ async def async_run(
     return len(latencies), len(latencies) / elapsed, pick(0.50), pick(0.99), statuses
 
 
+def store_round_trips(url: str) -> int:
+    """The app's RedisStore.round_trips (0 without one), from bench/app.py."""
+    return int(httpx.get(url + "/bench/round-trips", timeout=30).json()["round_trips"])  # -1: a peer (not counted)
+
+
 def prepare(url: str, scenario: Scenario, key: str) -> None:
     headers = {"content-type": "application/json", "idempotency-key": key}
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -232,6 +278,7 @@ def run_scenario(scenario: Scenario, redis_url: str, duration: float, connection
         prepare(server.url, scenario, key)
         time.sleep(0.2)
         before_cmd, before_cpu = commandstats(probe), cpu_seconds(server.process.pid)
+        before_trips = store_round_trips(server.url)
         if driver == "wrk":
             requests, rps, p50, p99, statuses = wrk_run(server.url, scenario, key, BODY, duration, connections)
         else:
@@ -242,7 +289,7 @@ def run_scenario(scenario: Scenario, redis_url: str, duration: float, connection
         after = commandstats(probe)
         after["info"] = after.get("info", 0) - 1
         delta = {k: n - before_cmd.get(k, 0) for k, n in after.items() if n - before_cmd.get(k, 0) > 0}
-        trips = sum(n for k, n in delta.items() if k not in INSIDE_SCRIPTS)
+        trips = store_round_trips(server.url) - before_trips if before_trips >= 0 else float("nan")
         total = sum(delta.values())
     finally:
         server.stop()
@@ -290,34 +337,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="run every scenario this many times, in turn; report medians"
+    )
     parser.add_argument("--only", help='scenario names separated by |, e.g. "bare|fresh key"')
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all: 1 s per scenario, small bodies")
+    parser.add_argument("--peers", action="store_true", help=f"also run {', '.join(PEERS)} (extra 'peers')")
     parser.add_argument("--driver", choices=["auto", "wrk", "async"], default="auto")
     parser.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     driver = args.driver if args.driver != "auto" else ("wrk" if shutil.which("wrk") else "async")
-    scenarios = SCENARIOS
+    scenarios = list(SCENARIOS)
+    if args.peers:
+        missing = [peer for peer in PEERS if importlib.util.find_spec(PEER_MODULES[peer]) is None]
+        if missing:
+            parser.error(f"--peers needs {', '.join(missing)}: pip install -e '.[bench,peers]'")
+        scenarios = scenarios + PEER_SCENARIOS
     if args.smoke:
-        args.duration = 1.0
-        scenarios = [s for s in SCENARIOS if s.body_size < 1_000_000]
+        args.duration, args.rounds = 1.0, 1
+        scenarios = [s for s in scenarios if s.body_size < 1_000_000]
     if args.only:
         wanted = {name.strip() for name in args.only.split("|")}
         scenarios = [s for s in scenarios if s.name in wanted]
     redis_server = None if os.environ.get("REDIS_URL") else RedisServer()
     redis_url = os.environ.get("REDIS_URL") or (redis_server.url if redis_server else "")
-    rows: list[Row] = []
+    rounds: list[list[Row]] = []
     try:
-        for scenario in scenarios:
-            rows.append(run_scenario(scenario, redis_url, args.duration, args.connections, driver))
-            print(f"  {scenario.name}: {rows[-1].rps:.0f} req/s", file=sys.stderr)
+        for n in range(args.rounds):
+            rows = []
+            for scenario in scenarios:
+                rows.append(run_scenario(scenario, redis_url, args.duration, args.connections, driver))
+                print(f"  round {n + 1}, {scenario.name}: {rows[-1].rps:.0f} req/s", file=sys.stderr)
+            bare = {s.body_size: r.rps for s, r in zip(scenarios, rows, strict=True) if s.store == "none"}
+            for scenario, row in zip(scenarios, rows, strict=True):
+                row.ratio = row.rps / bare[scenario.body_size] if bare.get(scenario.body_size) else float("nan")
+            rounds.append(rows)
         overhead = asyncio.run(record_overhead(redis_url))
     finally:
         if redis_server is not None:
             redis_server.close()
-    bare = {s.body_size: r.rps for s, r in zip(scenarios, rows, strict=True) if s.store == "none"}
-    for scenario, row in zip(scenarios, rows, strict=True):
-        row.ratio = row.rps / bare[scenario.body_size] if bare.get(scenario.body_size) else float("nan")
+    rows = [median_row(list(same)) for same in zip(*rounds, strict=True)]
     print_table(rows, driver, args)
     print(
         f"stored record: MEMORY USAGE {overhead['memory_usage_bytes']} B for a {overhead['body_bytes']} B body:"
@@ -328,19 +388,23 @@ def main() -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     out = Path(args.out) / f"{stamp}{'-smoke' if args.smoke else ''}.json"
     meta = {
-        "driver": driver, "duration_s": args.duration, "connections": args.connections, "cpus": os.cpu_count(),
-        "record": overhead,
+        "driver": driver, "duration_s": args.duration, "rounds": args.rounds, "connections": args.connections,
+        "cpus": os.cpu_count(), "python": sys.version.split()[0], "record": overhead,
     }  # fmt: skip
-    out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    every_round = [[asdict(r) for r in rows] for rows in rounds]
+    out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "rounds": every_round}, indent=2))
     print(f"written {out}", file=sys.stderr)
     if args.chart:
         chart(rows, Path(args.chart))
 
 
 def print_table(rows: list[Row], driver: str, args: argparse.Namespace) -> None:
-    print(f"driver {driver}, {args.connections} connections, {args.duration:.0f} s per scenario, {os.cpu_count()} CPUs")
+    print(
+        f"driver {driver}, {args.connections} connections, {args.duration:.0f} s per scenario and round,"
+        f" medians of {args.rounds} round(s), {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
     head = (
-        f"{'scenario':<26} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'RTT/req':>8} {'cmds/req':>9}"
+        f"{'scenario':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'RTT/req':>8} {'cmds/req':>9}"
         f" {'CPU us/req':>11}  statuses"
     )
     print(head)
@@ -348,7 +412,7 @@ def print_table(rows: list[Row], driver: str, args: argparse.Namespace) -> None:
     for r in rows:
         statuses = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
         print(
-            f"{r.scenario:<26} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.ratio:>6.2f} {r.round_trips:>8.2f}"
+            f"{r.scenario:<36} {r.rps:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.ratio:>6.2f} {r.round_trips:>8.2f}"
             f" {r.redis_commands:>9.2f} {r.cpu_us:>11.0f}  {statuses}"
         )
 
@@ -359,10 +423,14 @@ def chart(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 3 + 0.25 * len(rows)))
     names = [r.scenario for r in rows]
     ratios = [r.ratio for r in rows]
-    colors = ["#7a8699" if r.scenario.startswith("bare") else "#2454c5" for r in rows]
+    peers = tuple(f"{peer}:" for peer in PEERS)
+    colors = [
+        "#7a8699" if r.scenario.startswith("bare") else "#c2410c" if r.scenario.startswith(peers) else "#2454c5"
+        for r in rows
+    ]
     ax.barh(names, ratios, color=colors)
     ax.axvline(1.0, color="#111827", linewidth=1)
     ax.set_xlabel("requests/s relative to the bare app (same body size, same run)")
