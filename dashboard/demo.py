@@ -150,6 +150,6 @@ async def generate_traffic(app: FastAPI, store: Store) -> None:
     for k in keys[6:9]:
         await call(app, "POST", f"/orders/{k}/refunds", f"refund-{k}", {"amount": 5, "processing_seconds": 8})
     # a stuck lock: claimed by a "worker" that died without releasing it (frees itself after its 40 s lease)
-    crashed = RequestInfo("demo", "POST", "/orders/{order_id}/refunds", f"crashed-{run}", "/orders/x/refunds", "0" * 64)
+    crashed = RequestInfo("demo", "POST", "/orders/{order_id}/refunds", f"crashed-{run}", "/orders/x/refunds", "0" * 32)
     await store.claim(store.record_key(crashed), crashed, 40_000)
     await asyncio.gather(*slow)

@@ -23,12 +23,12 @@ from middleware import RedisStore, RequestInfo, StoredResponse
 async def main(url):
     store = RedisStore.from_url(url, prefix="clitest")
     for key, status in (("order-1", 201), ("order-2", 404), ("a*b?", 201)):
-        req = RequestInfo("anonymous", "POST", "/orders", key, "/orders", "f" * 64)
+        req = RequestInfo("anonymous", "POST", "/orders", key, "/orders", "f" * 32)
         claim = await store.claim(store.record_key(req), req, 30000)
         body = b'{"id": 1}'
         response = StoredResponse(status, [(b"content-type", b"application/json")], body, True, len(body))
         await store.complete(store.record_key(req), claim.token, response, 3600000)
-    req = RequestInfo("anonymous", "POST", "/slow", "running", "/slow", "f" * 64)
+    req = RequestInfo("anonymous", "POST", "/slow", "running", "/slow", "f" * 32)
     await store.claim(store.record_key(req), req, 30000)
     await store.close()
 

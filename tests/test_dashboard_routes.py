@@ -23,7 +23,7 @@ async def put(
     store: Store, key: str, *, status: int | None = 201, body: bytes = b'{"id": 1}',
     headers: list[tuple[bytes, bytes]] | None = None, route: str = "/orders", lease_ms: int = 30_000,
 ) -> str:  # fmt: skip
-    req = RequestInfo("anonymous", "POST", route, key, route, "f" * 64)
+    req = RequestInfo("anonymous", "POST", route, key, route, "f" * 32)
     record_key = store.record_key(req)
     claim = await store.claim(record_key, req, lease_ms)
     if status is not None:
@@ -143,7 +143,7 @@ async def test_inputs_are_clamped(ui: UI, store: MemoryStore) -> None:
 
 async def test_locks_page_marks_stuck_locks(ui: UI, store: MemoryStore) -> None:
     await put(store, "healthy", status=None)
-    req = RequestInfo("anonymous", "POST", "/orders", "dead", "/orders", "f" * 64)
+    req = RequestInfo("anonymous", "POST", "/orders", "dead", "/orders", "f" * 32)
     record_key = store.record_key(req)
     await store.claim(record_key, req, 30_000)
     store._records[record_key]["renewed"] = b"1000"  # last heartbeat long ago: the worker is gone
@@ -161,7 +161,7 @@ async def test_record_detail(ui: UI, store: MemoryStore) -> None:
     assert page.status_code == 200
     assert "SECRET" not in page.text and "masked" in page.text and "t1" in page.text
     assert "&#34;b&#34;: [\n    1," in page.text or '"b": [\n    1,' in page.text  # pretty JSON
-    assert "f" * 64 in page.text  # fingerprint
+    assert "f" * 32 in page.text  # fingerprint
     missing = await ui.get("/record", params={"k": record_key + "x"})
     assert missing.status_code == 404 and "Key not found" in missing.text
     assert (await ui.get("/record", params={"k": "other:{x}:POST:/:k"})).status_code == 400
@@ -226,7 +226,7 @@ async def test_evict(ui: UI, store: MemoryStore, registry: CollectorRegistry) ->
 
 
 async def test_release_is_compare_and_delete(ui: UI, store: MemoryStore) -> None:
-    req = RequestInfo("anonymous", "POST", "/orders", "lock", "/orders", "f" * 64)
+    req = RequestInfo("anonymous", "POST", "/orders", "lock", "/orders", "f" * 32)
     record_key = store.record_key(req)
     claim = await store.claim(record_key, req, 30_000)
     stale_page = await ui.get("/locks")

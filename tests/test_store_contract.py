@@ -110,7 +110,7 @@ async def test_record_ttl_expires(store: Store) -> None:
 
 
 async def test_record_fields_are_self_describing(store: Store) -> None:
-    req = RequestInfo("tenant-7", "POST", "/orders/{id}", "key-1", "/orders/9", "f" * 64)
+    req = RequestInfo("tenant-7", "POST", "/orders/{id}", "key-1", "/orders/9", "f" * 32)
     key = store.record_key(req)
     assert key.startswith(f"{store.prefix}:{{")
     assert key.endswith(":POST:/orders/{id}:key-1")
