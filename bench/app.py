@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +31,7 @@ def asgi_idempotency_header(app: FastAPI, redis_url: str) -> None:
     from idempotency_header_middleware.backends import RedisBackend
 
     backend = RedisBackend(redis=aioredis.Redis.from_url(redis_url))
-    app.add_middleware(IdempotencyHeaderMiddleware, backend=backend)  # type: ignore[arg-type]
+    app.add_middleware(cast(Any, IdempotencyHeaderMiddleware), backend=backend)  # a dataclass: its typing differs
 
 
 def fastapi_idempotency_key(app: FastAPI, redis_url: str) -> None:
