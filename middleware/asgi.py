@@ -155,7 +155,7 @@ class IdempotencyMiddleware:
             raise StoreError(operation, exc) from exc
         finally:
             if metrics is not None:
-                metrics.operation_duration[operation].observe(perf_counter() - started)
+                metrics.observe(metrics.operation_duration[operation], perf_counter() - started)
 
 
 class IdempotentRequest:
@@ -398,9 +398,9 @@ class IdempotentRequest:
             return
         mw._count("processed", self.scope, self.route)
         if mw.metrics is not None:
-            mw.metrics.lock_held.observe(held_ms / 1000)
+            mw.metrics.observe(mw.metrics.lock_held, held_ms / 1000)
             if response.stored:
-                mw.metrics.stored_bytes.observe(response.size)
+                mw.metrics.observe(mw.metrics.stored_bytes, response.size)
 
     async def release(self) -> None:
         self.finished = True
@@ -433,7 +433,7 @@ class IdempotentRequest:
             headers = [*headers, (mw.replay_header, b"true")]
         mw._count("replayed", self.scope, self.route)
         if mw.metrics is not None:
-            mw.metrics.replay_age.observe(claim.age_ms / 1000)
+            mw.metrics.observe(mw.metrics.replay_age, claim.age_ms / 1000)
         await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": response.body})
 

@@ -3,15 +3,25 @@
 Build them with `IdempotencyMetrics.for_registry(registry, prefix)`: one set per registry and prefix, so several
 apps in one process share them instead of failing on duplicate registration. Labels are bounded: `route` is a
 route template (or `__unmatched__`), `method` one of the configured methods; never a key, path or tenant.
+
+The request path's counts and observations are tallied in plain Python and folded into the prometheus_client
+metrics when the registry is collected (a scrape), or every FOLD_EVERY of them: a request pays a list append
+instead of a lock per update. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the scrape may happen in another
+process, so every update goes straight to the metric files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections import deque
+from collections.abc import Iterable
 from typing import ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -36,6 +46,18 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 HELD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
 SIZE_BUCKETS = (256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0)
+FOLD_EVERY = 1000  # tallied updates kept at most before they are folded in without waiting for a scrape
+
+
+class _Fold(Collector):
+    """Registered before the metrics, so collecting the registry folds the tallies in before they are read."""
+
+    def __init__(self, metrics: IdempotencyMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        self.metrics.fold()
+        return []
 
 
 class IdempotencyMetrics:
@@ -53,6 +75,13 @@ class IdempotencyMetrics:
 
     def __init__(self, registry: CollectorRegistry, prefix: str = "idempotency") -> None:
         self.registry = registry
+        self.deferred = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        # Tallies not yet folded in. A deque's append and popleft are atomic, so a fold in another thread (a scrape
+        # served by prometheus_client's own HTTP server) never loses or doubles an update made meanwhile.
+        self._counts: deque[Counter] = deque()
+        self._observations: deque[tuple[Histogram, float]] = deque()
+        if self.deferred:
+            registry.register(_Fold(self))
         p = prefix
         self.requests = Counter(
             f"{p}_requests",
@@ -133,7 +162,35 @@ class IdempotencyMetrics:
         child = self._children.get((outcome, method, route))
         if child is None:
             child = self._init_route(outcome, method, route)
-        child.inc()
+        if not self.deferred:
+            child.inc()
+            return
+        self._counts.append(child)
+        if len(self._counts) >= FOLD_EVERY:
+            self.fold()
+
+    def observe(self, histogram: Histogram, value: float) -> None:
+        """`histogram.observe(value)`, tallied (see the module's docstring)."""
+        if not self.deferred:
+            histogram.observe(value)
+            return
+        self._observations.append((histogram, value))
+        if len(self._observations) >= FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move the tallies into the prometheus_client metrics."""
+        counts: dict[Counter, int] = {}
+        with contextlib.suppress(IndexError):
+            while True:
+                child = self._counts.popleft()
+                counts[child] = counts.get(child, 0) + 1
+        for child, n in counts.items():
+            child.inc(n)
+        with contextlib.suppress(IndexError):
+            while True:
+                histogram, value = self._observations.popleft()
+                histogram.observe(value)
 
     def _init_route(self, outcome: str, method: str, route: str) -> Counter:
         with self._lock:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from middleware import IdempotencyMetrics, MemoryStore, Store
-from middleware.metrics import OUTCOMES
+from middleware.metrics import FOLD_EVERY, OUTCOMES
 from tests.orders_app import create_app
 from tests.test_middleware import BrokenStore, NoRenewStore
 
@@ -182,3 +182,42 @@ async def test_metrics_endpoint_negotiates_openmetrics() -> None:
     assert plain.headers["content-type"].startswith("text/plain")
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.rstrip().endswith("# EOF")
+
+
+def test_tallies_fold_in_at_every_scrape_and_lose_nothing_to_a_scraping_thread() -> None:
+    """Updates are tallied and folded in when the registry is collected (or every FOLD_EVERY of them); a scrape
+    from another thread (prometheus_client's own HTTP server) while requests update the metrics loses none."""
+    import threading
+
+    registry = CollectorRegistry()
+    metrics = IdempotencyMetrics(registry)
+    assert metrics.deferred
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            registry.get_sample_value(
+                "idempotency_requests_total", {"outcome": "processed", "method": "POST", "route": "/x"}
+            )
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for _ in range(30_000):
+            metrics.count("processed", "POST", "/x")
+            metrics.observe(metrics.lock_held, 0.02)
+    finally:
+        stop.set()
+        scraper.join()
+    labels = {"outcome": "processed", "method": "POST", "route": "/x"}
+    assert registry.get_sample_value("idempotency_requests_total", labels) == 30_000
+    assert registry.get_sample_value("idempotency_lock_held_seconds_count") == 30_000
+    assert registry.get_sample_value("idempotency_lock_held_seconds_bucket", {"le": "0.05"}) == 30_000
+
+
+def test_tallies_stay_bounded_without_a_scrape() -> None:
+    metrics = IdempotencyMetrics(CollectorRegistry())
+    for _ in range(5 * FOLD_EVERY):
+        metrics.count("processed", "POST", "/x")
+        metrics.observe(metrics.lock_held, 0.02)
+    assert len(metrics._counts) < FOLD_EVERY and len(metrics._observations) < FOLD_EVERY

@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 async def test_soak(own_redis: RedisServer) -> None:
     total = int(os.environ.get("SOAK_REQUESTS", "4000"))
-    server = UvicornServer("tests.orders_app:app_from_env", env={"REDIS_URL": own_redis.url, "TTL": "3"})
+    server = UvicornServer("tests.orders_app:app_from_env", env={"REDIS_URL": own_redis.url, "TTL": "6"})
     try:
-        result = await soak(server.url, own_redis.url, server.process.pid, total=total, ttl=3.0)
+        result = await soak(server.url, own_redis.url, server.process.pid, total=total, ttl=6.0)
     finally:
         server.stop()
     assert result.unexpected == []
