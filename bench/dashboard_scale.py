@@ -36,10 +36,11 @@ async def load(store: RedisStore, n: int, batch: int = 5000) -> None:
                 route = ROUTES[i % len(ROUTES)]
                 key = f"k-{i:07d}-{i * 7919 % 100003:05d}"
                 record_key = f"{PREFIX}:{{{i:020x}}}:POST:{route}:{key}"
-                place = layout.place_line(RequestInfo("anonymous", "POST", route, key, route, ""))
+                request = RequestInfo("anonymous", "POST", route, key, route, "f" * 32)
                 if i % 1000 == 0:
-                    value = f"F {'f' * 32} t{i} 30000 {now} {now} 0 bench:1\n".encode() + place + b"\n"
-                else:
+                    value = layout.in_flight(request, f"t{i}", 30_000, now, b"bench:1")
+                else:  # what complete.lua writes
+                    place = layout.place_line(request)
                     status = 404 if i % 50 == 0 else 201
                     value = f"C {'f' * 32} {now} 3 {status} 29 1\n".encode() + place + b"\n" + headers + body
                 pipe.set(record_key, value, px=86_400_000)

@@ -40,8 +40,9 @@ def _escaper(chars: bytes) -> Callable[[bytes], bytes]:
     return escape
 
 
-_escape_field = _escaper(b"% \t\r\n\x0b\x0c")
-_FIELD_UNSAFE = re.compile("[% \t\r\n\x0b\x0c]")
+FIELD_UNSAFE = "% \t\r\n\x0b\x0c"  # escaped in space-separated fields (Lua's %s counts \v and \f as space too)
+_escape_field = _escaper(FIELD_UNSAFE.encode())
+_FIELD_UNSAFE = re.compile(f"[{re.escape(FIELD_UNSAFE)}]")
 _escape_name = _escaper(b"%:\r\n")
 _escape_value = _escaper(b"%\r\n")
 

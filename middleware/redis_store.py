@@ -34,7 +34,8 @@ class RedisStore(Store):
             raise ValueError("prefix must not contain '{' or '}': the record key's hash tag follows it")
         self.client = client
         self.prefix = prefix
-        self.owner = layout.field(owner_id())
+        self.owner = owner_id()
+        self._owner_field = layout.field(self.owner)  # escaped once, for every claim
         self._complete: AsyncScript = client.register_script(_script("complete"))
         self._release: AsyncScript = client.register_script(_script("release"))
         self._renew: AsyncScript = client.register_script(_script("renew"))
@@ -92,7 +93,7 @@ class RedisStore(Store):
         """One atomic command, no script: SET NX (create the in-flight record) with GET (else read what is there)."""
         token = new_token()
         now = now_ms()
-        record = layout.in_flight(request, token, lease_ms, now, self.owner)
+        record = layout.in_flight(request, token, lease_ms, now, self._owner_field)
         self.round_trips += 1
         try:
             if self.hot_path is not None:

@@ -53,7 +53,7 @@ def test_every_field_round_trips(
                 assert (record.token, record.fingerprint, record.owner) == (
                     claim.token,
                     request.fingerprint,
-                    store.owner.decode(),
+                    store.owner,
                 )
             assert await store.complete(name, claim.token, response, 60_000) is not None
             replay = await store.claim(name, request, 5000)
