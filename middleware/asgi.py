@@ -162,8 +162,9 @@ class IdempotentRequest:
     """The state of one request that carries a valid key (like starlette's GZipResponder)."""
 
     __slots__ = (
-        "chunks", "finished", "key", "lease", "lease_ms", "max_body_size", "messages", "mw", "passing", "receive",
-        "record_key", "route", "scope", "send", "sending", "size", "start", "storable", "token", "ttl_ms",
+        "chunks", "finished", "held", "key", "lease", "lease_ms", "max_body_size", "messages", "mw", "passing",
+        "receive", "record_key", "route", "scope", "send", "sending", "size", "start", "storable", "token", "ttl_ms",
+        "watch",
     )  # fmt: skip
 
     def __init__(
@@ -190,7 +191,9 @@ class IdempotentRequest:
         self.passing = False  # the response goes straight to the client (not stored, or too large to store)
         self.storable = True
         self.finished = False  # the record is settled: completed, released or given up
-        self.sending: asyncio.Task[None] | None = None  # stores, then sends, a buffered response
+        self.held: StoredResponse | None = None  # the whole response, captured: stored, then sent, by execute()
+        self.watch: asyncio.Handle | None = None  # sends `held` from a task if the app goes on after its response
+        self.sending: asyncio.Task[None] | None = None  # that task
 
     async def run(self) -> None:
         mw = self.mw
@@ -268,7 +271,13 @@ class IdempotentRequest:
             try:
                 await mw.app(self.app_scope(), self.replay_receive, self.capture)
             finally:
-                if self.sending is not None:  # the whole response was captured: wait until it is stored and sent
+                if self.watch is not None:
+                    self.watch.cancel()
+                    self.watch = None
+                if self.held is not None:  # the usual case: the app returned right after its response
+                    response, self.held = self.held, None
+                    await self.store_and_send(response)
+                elif self.sending is not None:  # the app went on after its response, which a task stored and sent
                     sending, self.sending = self.sending, None
                     await sending
         except BaseException:
@@ -327,12 +336,20 @@ class IdempotentRequest:
         if more:
             return
         body = b"".join(self.chunks) if len(self.chunks) > 1 else body
-        # Store, then send, in a task of its own: the app's send returns at once, so the app (and whatever it
-        # does after its response, like background tasks) never waits on Redis, and its deep coroutine stack is
-        # not suspended and resumed around the store call. execute() waits for the task before returning.
+        # The app's send returns at once, holding the response: execute() stores, then sends it when the app
+        # returns, which it usually does within this same step of the event loop. So the app's deep coroutine stack
+        # is never suspended around Redis, and no task is needed. Should the app go on instead (background tasks,
+        # work after the response), `watch` runs at the loop's next step and stores and sends from a task, so the
+        # response never waits for that work.
         self.finished = True
-        response = StoredResponse(self.start_status(), self.stored_headers(), body, True, len(body))
-        self.sending = asyncio.get_running_loop().create_task(self.store_and_send(response))
+        self.held = StoredResponse(self.start_status(), self.stored_headers(), body, True, len(body))
+        self.watch = asyncio.get_running_loop().call_soon(self.app_went_on)
+
+    def app_went_on(self) -> None:
+        self.watch = None
+        if self.held is not None:
+            response, self.held = self.held, None
+            self.sending = asyncio.get_running_loop().create_task(self.store_and_send(response))
 
     async def store_and_send(self, response: StoredResponse) -> None:
         await self.complete(response)
