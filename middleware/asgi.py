@@ -266,7 +266,7 @@ class IdempotentRequest:
         self.token = token
         self.lease = Lease(self, token)
         if mw.metrics is not None:
-            mw.metrics.in_flight.inc()
+            mw.metrics.entered()
         try:
             try:
                 await mw.app(self.app_scope(), self.replay_receive, self.capture)
@@ -288,7 +288,7 @@ class IdempotentRequest:
             self.lease.stop()
             self.lease = None  # the lease points back at this request: no cycle left for the GC to find
             if mw.metrics is not None:
-                mw.metrics.in_flight.dec()
+                mw.metrics.left()
         if not self.finished:  # the app returned without finishing its response
             await self.settle_unfinished()
 

@@ -4,29 +4,30 @@ Build them with `IdempotencyMetrics.for_registry(registry, prefix)`: one set per
 apps in one process share them instead of failing on duplicate registration. Labels are bounded: `route` is a
 route template (or `__unmatched__`), `method` one of the configured methods; never a key, path or tenant.
 
-The request path's counts and observations are tallied in plain Python and folded into the prometheus_client
-metrics when the registry is collected (a scrape), or every FOLD_EVERY of them: a request pays a list append
-instead of a lock per update. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the scrape may happen in another
-process, so every update goes straight to the metric files.
+The request path's metrics (requests, store operation durations, lock held, replay age, stored bytes, in flight)
+are tallies in plain Python (tallies.py): a request pays a deque append per update instead of a lock and a bucket
+walk. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the scrape may happen in another process, so they are
+prometheus_client's own metrics, written to its files at every update.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app, multiprocess
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from . import __version__
+from .tallies import FOLD_EVERY, HistogramTally, Tallies, ValueTally
 from .types import Receive, Scope, Send
+
+CounterLike = Counter | ValueTally  # a counter's child: .inc()
+GaugeLike = Gauge | ValueTally
+HistogramLike = Histogram | HistogramTally  # a histogram's child: .observe(value)
 
 OUTCOMES = (
     "processed",
@@ -46,18 +47,6 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 HELD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
 SIZE_BUCKETS = (256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0)
-FOLD_EVERY = 1000  # tallied updates kept at most before they are folded in without waiting for a scrape
-
-
-class _Fold(Collector):
-    """Registered before the metrics, so collecting the registry folds the tallies in before they are read."""
-
-    def __init__(self, metrics: IdempotencyMetrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterable[Metric]:
-        self.metrics.fold()
-        return []
 
 
 class IdempotencyMetrics:
@@ -75,49 +64,44 @@ class IdempotencyMetrics:
 
     def __init__(self, registry: CollectorRegistry, prefix: str = "idempotency") -> None:
         self.registry = registry
-        self.deferred = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-        # Tallies not yet folded in. A deque's append and popleft are atomic, so a fold in another thread (a scrape
-        # served by prometheus_client's own HTTP server) never loses or doubles an update made meanwhile.
-        self._counts: deque[Counter] = deque()
-        self._observations: deque[tuple[Histogram, float]] = deque()
-        if self.deferred:
-            registry.register(_Fold(self))
         p = prefix
-        self.requests = Counter(
-            f"{p}_requests",
-            "Requests seen by the idempotency middleware, by outcome.",
-            ["outcome", "method", "route"],
-            registry=registry,
+        # The request path's metrics: tallies in one process, prometheus_client's own metrics in multiprocess mode.
+        self.tallies = Tallies() if "PROMETHEUS_MULTIPROC_DIR" not in os.environ else None
+        self._queue = self.tallies.queue if self.tallies is not None else None
+        self._requests = self._counter(
+            f"{p}_requests", "Requests seen by the idempotency middleware, by outcome.", ["outcome", "method", "route"]
         )
-        self.store_duration = Histogram(
+        store_duration = self._histogram(
             f"{p}_store_operation_duration_seconds",
             "Time of one store operation (one Redis round trip), by operation.",
+            LATENCY_BUCKETS,
             ["operation"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
+        self.operation_duration = {operation: store_duration(operation) for operation in OPERATIONS}
+        self.lock_held = self._histogram(
+            f"{p}_lock_held_seconds", "Time from claiming a key to storing its response.", HELD_BUCKETS
+        )()
+        self.replay_age = self._histogram(
+            f"{p}_replay_age_seconds",
+            "Age of the stored response when a retry replayed it (how late clients retry).",
+            AGE_BUCKETS,
+        )()
+        self.stored_bytes = self._histogram(
+            f"{p}_stored_response_bytes", "Size of response bodies stored for replay.", SIZE_BUCKETS
+        )()
+        in_flight_doc = "Requests holding an idempotency lock in this process (summed over live processes)."
+        if self.tallies is not None:
+            self._in_flight: GaugeLike = self.tallies.family("gauge", f"{p}_requests_in_flight", in_flight_doc).value()
+            registry.register(self.tallies)
+        else:
+            self._in_flight = Gauge(
+                f"{p}_requests_in_flight", in_flight_doc, multiprocess_mode="livesum", registry=registry
+            )
+        # Rare events: prometheus_client's metrics in both modes.
         self.store_errors = Counter(
             f"{p}_store_errors",
             "Store operations that failed (timeout, connection, Redis error), by operation and error class.",
             ["operation", "error"],
-            registry=registry,
-        )
-        self.lock_held = Histogram(
-            f"{p}_lock_held_seconds",
-            "Time from claiming a key to storing its response.",
-            buckets=HELD_BUCKETS,
-            registry=registry,
-        )
-        self.replay_age = Histogram(
-            f"{p}_replay_age_seconds",
-            "Age of the stored response when a retry replayed it (how late clients retry).",
-            buckets=AGE_BUCKETS,
-            registry=registry,
-        )
-        self.stored_bytes = Histogram(
-            f"{p}_stored_response_bytes",
-            "Size of response bodies stored for replay.",
-            buckets=SIZE_BUCKETS,
             registry=registry,
         )
         self.leases_lost = Counter(
@@ -128,12 +112,6 @@ class IdempotencyMetrics:
         self.lease_renewals = Counter(
             f"{p}_lease_renewals",
             "Lease renewals (heartbeats) of long-running requests.",
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            f"{p}_requests_in_flight",
-            "Requests holding an idempotency lock in this process (summed over live processes).",
-            multiprocess_mode="livesum",
             registry=registry,
         )
         self.build_info = Gauge(
@@ -150,54 +128,65 @@ class IdempotencyMetrics:
             registry=registry,
         )
         self.build_info.labels(__version__).set(1)
-        self.operation_duration = {operation: self.store_duration.labels(operation) for operation in OPERATIONS}
         for action in ADMIN_ACTIONS:
             for result in ADMIN_RESULTS:
                 self.admin_actions.labels(action, result)
-        self._children: dict[tuple[str, str, str], Counter] = {}
+        self._children: dict[tuple[str, str, str], CounterLike] = {}
         self._routes_seen: set[tuple[str, str]] = set()
-        self._pid = os.getpid()
+
+    def _counter(self, name: str, documentation: str, labelnames: list[str]) -> Callable[..., CounterLike]:
+        if self.tallies is not None:
+            return self.tallies.family("counter", name, documentation, labelnames).value
+        return Counter(name, documentation, labelnames, registry=self.registry).labels
+
+    def _histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...], labelnames: Sequence[str] = ()
+    ) -> Callable[..., HistogramLike]:
+        if self.tallies is not None:
+            return self.tallies.family("histogram", name, documentation, labelnames, buckets).histogram
+        histogram = Histogram(name, documentation, labelnames, buckets=buckets, registry=self.registry)
+        return histogram.labels if labelnames else lambda: histogram
+
+    # -- the request path --
 
     def count(self, outcome: str, method: str, route: str) -> None:
         child = self._children.get((outcome, method, route))
         if child is None:
             child = self._init_route(outcome, method, route)
-        if not self.deferred:
-            child.inc()
-            return
-        self._counts.append(child)
-        if len(self._counts) >= FOLD_EVERY:
-            self.fold()
+        self._update(child, 1)
 
-    def observe(self, histogram: Histogram, value: float) -> None:
-        """`histogram.observe(value)`, tallied (see the module's docstring)."""
-        if not self.deferred:
-            histogram.observe(value)
-            return
-        self._observations.append((histogram, value))
-        if len(self._observations) >= FOLD_EVERY:
-            self.fold()
+    def observe(self, histogram: HistogramLike, value: float) -> None:
+        self._update(histogram, value)
+
+    def entered(self) -> None:
+        """A request claimed its key (the in-flight gauge goes up)."""
+        self._update(self._in_flight, 1)
+
+    def left(self) -> None:
+        self._update(self._in_flight, -1)
+
+    def _update(self, child: CounterLike | HistogramLike | GaugeLike, value: float) -> None:
+        queue = self._queue
+        if queue is not None:  # (the tallies' queue, inlined: this runs several times per request)
+            queue.append((child, value))  # type: ignore[arg-type]
+            if len(queue) >= FOLD_EVERY:
+                self.fold()
+        elif isinstance(child, Histogram):
+            child.observe(value)
+        else:
+            child.inc(value)  # type: ignore[union-attr]
 
     def fold(self) -> None:
-        """Move the tallies into the prometheus_client metrics."""
-        counts: dict[Counter, int] = {}
-        with contextlib.suppress(IndexError):
-            while True:
-                child = self._counts.popleft()
-                counts[child] = counts.get(child, 0) + 1
-        for child, n in counts.items():
-            child.inc(n)
-        with contextlib.suppress(IndexError):
-            while True:
-                histogram, value = self._observations.popleft()
-                histogram.observe(value)
+        """Bring the exported numbers up to date now (a scrape does it too)."""
+        if self.tallies is not None:
+            self.tallies.fold()
 
-    def _init_route(self, outcome: str, method: str, route: str) -> Counter:
+    def _init_route(self, outcome: str, method: str, route: str) -> CounterLike:
         with self._lock:
             if (method, route) not in self._routes_seen:
                 self._routes_seen.add((method, route))
                 for name in OUTCOMES:  # every outcome of a route is exported from its first request on
-                    self._children[(name, method, route)] = self.requests.labels(name, method, route)
+                    self._children[(name, method, route)] = self._requests(name, method, route)
             return self._children[(outcome, method, route)]
 
 

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from middleware import IdempotencyMetrics, MemoryStore, Store
-from middleware.metrics import FOLD_EVERY, OUTCOMES
+from middleware.metrics import OUTCOMES
+from middleware.tallies import FOLD_EVERY
 from tests.orders_app import create_app
 from tests.test_middleware import BrokenStore, NoRenewStore
 
@@ -191,7 +192,7 @@ def test_tallies_fold_in_at_every_scrape_and_lose_nothing_to_a_scraping_thread()
 
     registry = CollectorRegistry()
     metrics = IdempotencyMetrics(registry)
-    assert metrics.deferred
+    assert metrics.tallies is not None
     stop = threading.Event()
 
     def scrape() -> None:
@@ -220,4 +221,34 @@ def test_tallies_stay_bounded_without_a_scrape() -> None:
     for _ in range(5 * FOLD_EVERY):
         metrics.count("processed", "POST", "/x")
         metrics.observe(metrics.lock_held, 0.02)
-    assert len(metrics._counts) < FOLD_EVERY and len(metrics._observations) < FOLD_EVERY
+    assert metrics.tallies is not None and len(metrics.tallies.queue) < FOLD_EVERY
+
+
+def test_tallies_export_exactly_what_prometheus_client_metrics_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same updates, through the tallies (one process) and through prometheus_client's own metrics (as in
+    multiprocess mode), give the same exposition: names, help, types, labels, cumulative buckets (`le` inclusive
+    at the bounds), sums and the in-flight gauge. Only prometheus_client's `_created` series are not tallied."""
+    from prometheus_client import generate_latest
+
+    def exposition(metrics: IdempotencyMetrics) -> list[str]:
+        metrics.count("processed", "POST", "/orders")
+        metrics.count("processed", "POST", "/orders")
+        metrics.count("conflict", "PATCH", "/orders/{id}")
+        for value in (0.0, 0.0005, 0.0007, 0.001, 2.5, 3.0):  # bounds themselves, between, and past the last
+            metrics.observe(metrics.operation_duration["claim"], value)
+        metrics.observe(metrics.operation_duration["complete"], 0.02)
+        metrics.observe(metrics.lock_held, 0.25)
+        metrics.observe(metrics.replay_age, 7 * 24 * 3600.0 + 1)
+        metrics.observe(metrics.stored_bytes, 256)
+        metrics.entered()
+        metrics.entered()
+        metrics.left()
+        text = generate_latest(metrics.registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    tallied = IdempotencyMetrics(CollectorRegistry())
+    assert tallied.tallies is not None
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "unused")  # read by IdempotencyMetrics when it is built
+    direct = IdempotencyMetrics(CollectorRegistry())
+    assert direct.tallies is None
+    assert exposition(tallied) == exposition(direct)
