@@ -46,7 +46,7 @@ class Claim:
 
 @dataclass
 class Record:
-    """A record as the dashboard and the CLI see it (all fields of the Redis hash, decoded)."""
+    """A record as the dashboard and the CLI see it (every field of its stored form, decoded)."""
 
     redis_key: str
     state: str

@@ -1,6 +1,6 @@
 """The contract every store keeps, and how a request becomes a storage key.
 
-A record is one Redis hash (or its in-memory equivalent) named::
+A record is one Redis string (layout.py; MemoryStore keeps its own fields) named::
 
     <prefix>:{<tag>}:<METHOD>:<route>:<key>
 
