@@ -95,8 +95,8 @@ def main() -> None:
     for variant, n in counts.items():
         print(f"  {variant:<24} {n / 1000:8.1f} k  ({n / counts['bare']:.2f}x bare)")
     for kind in ("fresh key", "replay"):
-        off = counts[f"{kind}, metrics off"]
-        print(f"  metrics cost, {kind}: {(counts[kind] - off) / 1000:.1f} k instructions, {counts[kind] / off - 1:+.1%}")
+        on, off = counts[kind], counts[f"{kind}, metrics off"]
+        print(f"  metrics cost, {kind}: {(on - off) / 1000:.1f} k instructions, {on / off - 1:+.1%}")
 
 
 if __name__ == "__main__":
