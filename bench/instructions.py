@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.inprocess import client
 from tests.redis_server import RedisServer
 
 # name: (store, metrics on, keys)
@@ -42,7 +41,8 @@ async def measure(variant: str, requests: int, redis_url: str) -> None:
     """The child: warm up, then count only the measured requests (callgrind_control switches counting)."""
     store, metrics, mode = VARIANTS[variant]
     os.environ.update(BENCH_STORE=store, REDIS_URL=redis_url, BENCH_METRICS="1" if metrics else "0")
-    app = importlib.import_module("bench.app").create_app()
+    app = importlib.import_module("bench.app").create_app()  # (by name: mypy checks bench/ as loose files)
+    client = importlib.import_module("bench.inprocess").client
     run = uuid.uuid4().hex
 
     def keys(batch: str, count: int) -> list[bytes | None]:
