@@ -155,7 +155,7 @@ class IdempotencyMiddleware:
             raise StoreError(operation, exc) from exc
         finally:
             if metrics is not None:
-                metrics.observe(metrics.operation_duration[operation], perf_counter() - started)
+                metrics.add((metrics.operation_duration[operation], perf_counter() - started))
 
 
 class IdempotentRequest:
@@ -266,7 +266,7 @@ class IdempotentRequest:
         self.token = token
         self.lease = Lease(self, token)
         if mw.metrics is not None:
-            mw.metrics.entered()
+            mw.metrics.add((mw.metrics.in_flight, 1))
         try:
             try:
                 await mw.app(self.app_scope(), self.replay_receive, self.capture)
@@ -288,7 +288,7 @@ class IdempotentRequest:
             self.lease.stop()
             self.lease = None  # the lease points back at this request: no cycle left for the GC to find
             if mw.metrics is not None:
-                mw.metrics.left()
+                mw.metrics.add((mw.metrics.in_flight, -1))
         if not self.finished:  # the app returned without finishing its response
             await self.settle_unfinished()
 
@@ -415,9 +415,9 @@ class IdempotentRequest:
             return
         mw._count("processed", self.scope, self.route)
         if mw.metrics is not None:
-            mw.metrics.observe(mw.metrics.lock_held, held_ms / 1000)
+            mw.metrics.add((mw.metrics.lock_held, held_ms / 1000))
             if response.stored:
-                mw.metrics.observe(mw.metrics.stored_bytes, response.size)
+                mw.metrics.add((mw.metrics.stored_bytes, response.size))
 
     async def release(self) -> None:
         self.finished = True
@@ -450,7 +450,7 @@ class IdempotentRequest:
             headers = [*headers, (mw.replay_header, b"true")]
         mw._count("replayed", self.scope, self.route)
         if mw.metrics is not None:
-            mw.metrics.observe(mw.metrics.replay_age, claim.age_ms / 1000)
+            mw.metrics.add((mw.metrics.replay_age, claim.age_ms / 1000))
         await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": response.body})
 

@@ -68,6 +68,12 @@ class IdempotencyMetrics:
         # The request path's metrics: tallies in one process, prometheus_client's own metrics in multiprocess mode.
         self.tallies = Tallies() if "PROMETHEUS_MULTIPROC_DIR" not in os.environ else None
         self._queue = self.tallies.queue if self.tallies is not None else None
+        # add((child, value)): add `value` to a counter's or gauge's child, or observe it in a histogram's. With
+        # tallies it is the queue's own append, a C call with no Python frame, for the request path's several
+        # updates per request; count() and observe() also keep the queue within FOLD_EVERY.
+        self.add: Callable[[tuple[CounterLike | HistogramLike | GaugeLike, float]], None] = (
+            self._queue.append if self._queue is not None else self._apply  # type: ignore[assignment]
+        )
         self._requests = self._counter(
             f"{p}_requests", "Requests seen by the idempotency middleware, by outcome.", ["outcome", "method", "route"]
         )
@@ -91,10 +97,10 @@ class IdempotencyMetrics:
         )()
         in_flight_doc = "Requests holding an idempotency lock in this process (summed over live processes)."
         if self.tallies is not None:
-            self._in_flight: GaugeLike = self.tallies.family("gauge", f"{p}_requests_in_flight", in_flight_doc).value()
+            self.in_flight: GaugeLike = self.tallies.family("gauge", f"{p}_requests_in_flight", in_flight_doc).value()
             registry.register(self.tallies)
         else:
-            self._in_flight = Gauge(
+            self.in_flight = Gauge(
                 f"{p}_requests_in_flight", in_flight_doc, multiprocess_mode="livesum", registry=registry
             )
         # Rare events: prometheus_client's metrics in both modes.
@@ -150,28 +156,29 @@ class IdempotencyMetrics:
     # -- the request path --
 
     def count(self, outcome: str, method: str, route: str) -> None:
+        """One request's outcome; called once per request, it also keeps the tallies' queue within FOLD_EVERY."""
         child = self._children.get((outcome, method, route))
         if child is None:
             child = self._init_route(outcome, method, route)
-        self._update(child, 1)
+        self.add((child, 1))
+        if self._queue is not None and len(self._queue) >= FOLD_EVERY:
+            self.fold()
 
     def observe(self, histogram: HistogramLike, value: float) -> None:
-        self._update(histogram, value)
+        self.add((histogram, value))
+        if self._queue is not None and len(self._queue) >= FOLD_EVERY:
+            self.fold()
 
     def entered(self) -> None:
         """A request claimed its key (the in-flight gauge goes up)."""
-        self._update(self._in_flight, 1)
+        self.add((self.in_flight, 1))
 
     def left(self) -> None:
-        self._update(self._in_flight, -1)
+        self.add((self.in_flight, -1))
 
-    def _update(self, child: CounterLike | HistogramLike | GaugeLike, value: float) -> None:
-        queue = self._queue
-        if queue is not None:  # (the tallies' queue, inlined: this runs several times per request)
-            queue.append((child, value))  # type: ignore[arg-type]
-            if len(queue) >= FOLD_EVERY:
-                self.fold()
-        elif isinstance(child, Histogram):
+    def _apply(self, update: tuple[CounterLike | HistogramLike | GaugeLike, float]) -> None:
+        child, value = update
+        if isinstance(child, Histogram):
             child.observe(value)
         else:
             child.inc(value)  # type: ignore[union-attr]
