@@ -1,7 +1,7 @@
 """The benchmark's app: a small JSON POST handler, with or without the middleware (chosen by environment).
 
-BENCH_STORE=none|redis|memory|<peer>, BENCH_METRICS=1|0, BENCH_PIPELINED=1|0, BENCH_BODY=<response body bytes>,
-REDIS_URL.
+BENCH_STORE=none|redis|memory|noop|noop-wait|<peer>, BENCH_METRICS=1|0, BENCH_PIPELINED=1|0,
+BENCH_BODY=<response body bytes>, REDIS_URL.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from middleware import IdempotencyMiddleware, MemoryStore, RedisStore, Store
+from middleware import Claim, IdempotencyMiddleware, MemoryStore, RedisStore, RequestInfo, Store, StoredResponse
 
 
 class Order(BaseModel):
@@ -42,6 +42,28 @@ def fastapi_idempotency_key(app: FastAPI, redis_url: str) -> None:
     app.add_middleware(PeerMiddleware, backend=PeerBackend(redis_url=redis_url))
 
 
+class NoopStore(MemoryStore):
+    """A diagnostic store: claims every key at once and stores nothing (`wait`: after one event-loop turn per call),
+    so a run shows what the middleware costs without a store's work."""
+
+    def __init__(self, wait: bool) -> None:
+        super().__init__()
+        self.wait = wait
+
+    def bound_calls(self, timeout: float) -> bool:
+        return True  # no timeout around calls that cannot hang
+
+    async def claim(self, record_key: str, request: RequestInfo, lease_ms: int) -> Claim:
+        if self.wait:
+            await asyncio.sleep(0)
+        return Claim("claimed", token="noop")
+
+    async def complete(self, record_key: str, token: str, response: StoredResponse, ttl_ms: int) -> int | None:
+        if self.wait:
+            await asyncio.sleep(0)
+        return 0
+
+
 # Other idempotency middlewares on PyPI (bench/run.py --peers; pip install -e '.[bench,peers]')
 PEERS = {"asgi-idempotency-header": asgi_idempotency_header, "fastapi-idempotency-key": fastapi_idempotency_key}
 
@@ -56,7 +78,10 @@ def create_app() -> FastAPI:
         PEERS[kind](app, os.environ["REDIS_URL"])
     elif kind != "none":
         pipelined = os.environ.get("BENCH_PIPELINED", "1") == "1"
-        store = RedisStore.from_url(os.environ["REDIS_URL"], pipelined=pipelined) if kind == "redis" else MemoryStore()
+        if kind == "redis":
+            store = RedisStore.from_url(os.environ["REDIS_URL"], pipelined=pipelined)
+        else:
+            store = NoopStore(wait=kind == "noop-wait") if kind.startswith("noop") else MemoryStore()
         app.add_middleware(
             IdempotencyMiddleware,
             store=store,

@@ -44,7 +44,7 @@ BODY = json.dumps({"sku": "tea", "quantity": 2})
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    store: str  # none | redis | memory, or a peer's PyPI name (--peers)
+    store: str  # none | redis | memory | noop | noop-wait, or a peer's PyPI name (--peers)
     key: str  # none | fresh | one
     body_size: int = 0
     metrics: bool = True
@@ -71,6 +71,13 @@ SCENARIOS = [
     Scenario("bare 1 MB", "none", "none", body_size=1_000_000),
     Scenario("fresh key 1 MB", "redis", "fresh", body_size=1_000_000),
     Scenario("replay 1 MB", "redis", "one", body_size=1_000_000, setup="complete"),
+]
+
+# Diagnostics, run by --only (and by --smoke): the middleware over a store that does no work, claiming every key at
+# once and storing nothing (its own cost without a store's), and over one that also waits a loop turn per call.
+DIAGNOSTIC_SCENARIOS = [
+    Scenario("fresh key, no store work", "noop", "fresh"),
+    Scenario("fresh key, store waits a turn", "noop-wait", "fresh"),
 ]
 
 # Other idempotency middlewares on PyPI, wired in bench/app.py with their documented defaults and Redis backends
@@ -356,10 +363,10 @@ def main() -> None:
         scenarios = scenarios + PEER_SCENARIOS
     if args.smoke:
         args.duration, args.rounds = 1.0, 1
-        scenarios = [s for s in scenarios if s.body_size < 1_000_000]
+        scenarios = [s for s in scenarios + DIAGNOSTIC_SCENARIOS if s.body_size < 1_000_000]
     if args.only:
         wanted = {name.strip() for name in args.only.split("|")}
-        scenarios = [s for s in scenarios if s.name in wanted]
+        scenarios = [s for s in scenarios + DIAGNOSTIC_SCENARIOS if s.name in wanted]
     redis_server = None if os.environ.get("REDIS_URL") else RedisServer()
     redis_url = os.environ.get("REDIS_URL") or (redis_server.url if redis_server else "")
     rounds: list[list[Row]] = []
