@@ -67,12 +67,11 @@ class IdempotencyMetrics:
         p = prefix
         # The request path's metrics: tallies in one process, prometheus_client's own metrics in multiprocess mode.
         self.tallies = Tallies() if "PROMETHEUS_MULTIPROC_DIR" not in os.environ else None
-        self._queue = self.tallies.queue if self.tallies is not None else None
         # add((child, value)): add `value` to a counter's or gauge's child, or observe it in a histogram's. With
         # tallies it is the queue's own append, a C call with no Python frame, for the request path's several
-        # updates per request; count() and observe() also keep the queue within FOLD_EVERY.
+        # updates per request; count(), once per request, keeps the queue within FOLD_EVERY.
         self.add: Callable[[tuple[CounterLike | HistogramLike | GaugeLike, float]], None] = (
-            self._queue.append if self._queue is not None else self._apply  # type: ignore[assignment]
+            self.tallies.queue.append if self.tallies is not None else self._apply  # type: ignore[assignment]
         )
         self._requests = self._counter(
             f"{p}_requests", "Requests seen by the idempotency middleware, by outcome.", ["outcome", "method", "route"]
@@ -161,20 +160,8 @@ class IdempotencyMetrics:
         if child is None:
             child = self._init_route(outcome, method, route)
         self.add((child, 1))
-        if self._queue is not None and len(self._queue) >= FOLD_EVERY:
-            self.fold()
-
-    def observe(self, histogram: HistogramLike, value: float) -> None:
-        self.add((histogram, value))
-        if self._queue is not None and len(self._queue) >= FOLD_EVERY:
-            self.fold()
-
-    def entered(self) -> None:
-        """A request claimed its key (the in-flight gauge goes up)."""
-        self.add((self.in_flight, 1))
-
-    def left(self) -> None:
-        self.add((self.in_flight, -1))
+        if self.tallies is not None and len(self.tallies.queue) >= FOLD_EVERY:
+            self.tallies.fold()
 
     def _apply(self, update: tuple[CounterLike | HistogramLike | GaugeLike, float]) -> None:
         child, value = update
@@ -182,11 +169,6 @@ class IdempotencyMetrics:
             child.observe(value)
         else:
             child.inc(value)  # type: ignore[union-attr]
-
-    def fold(self) -> None:
-        """Bring the exported numbers up to date now (a scrape does it too)."""
-        if self.tallies is not None:
-            self.tallies.fold()
 
     def _init_route(self, outcome: str, method: str, route: str) -> CounterLike:
         with self._lock:

@@ -22,6 +22,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 FOLD_EVERY = 1000  # queued updates kept at most before they are folded in without waiting for a scrape
+KINDS: dict[str, type[Metric]] = {
+    "counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily
+}  # fmt: skip
 
 
 class ValueTally:
@@ -31,12 +34,6 @@ class ValueTally:
 
     def __init__(self) -> None:
         self.value = 0.0
-
-    def inc(self, amount: float = 1) -> None:
-        self.value += amount
-
-    def dec(self, amount: float = 1) -> None:
-        self.value -= amount
 
 
 class HistogramTally:
@@ -86,27 +83,18 @@ class Family:
         return child
 
     def export(self) -> Metric:
-        if self.kind == "counter":
-            counters = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-            for values, child in list(self.children.items()):
-                assert isinstance(child, ValueTally)
-                counters.add_metric(values, child.value)
-            return counters
-        if self.kind == "gauge":
-            gauge = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-            for values, child in list(self.children.items()):
-                gauge.add_metric(values, child.value if isinstance(child, ValueTally) else 0.0)
-            return gauge
-        histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = KINDS[self.kind](self.name, self.documentation, labels=self.labelnames)  # type: ignore[call-arg]
         for values, child in list(self.children.items()):
-            assert isinstance(child, HistogramTally)
+            if isinstance(child, ValueTally):
+                family.add_metric(values, child.value)  # type: ignore[attr-defined]
+                continue
             counts, total = list(child.counts), 0  # (a copy: count and +Inf agree even if an update lands meanwhile)
             buckets = []
             for bound, n in zip((*child.bounds, float("inf")), counts, strict=True):
                 total += n
                 buckets.append((floatToGoString(bound), float(total)))  # type: ignore[no-untyped-call]
-            histogram.add_metric(values, buckets, child.sum)
-        return histogram
+            family.add_metric(values, buckets, child.sum)  # type: ignore[attr-defined]
+        return family
 
 
 Update = tuple[ValueTally, float] | tuple[HistogramTally, float]
@@ -134,22 +122,17 @@ class Tallies(Collector):
             popleft = self.queue.popleft
             while True:
                 child, value = popleft()
+                # (HistogramTally.observe inlined, and no call for a value: about 4.5 k fewer instructions per fresh
+                # request, measured with bench/instructions.py)
                 if type(child) is ValueTally:
                     child.value += value
-                else:  # HistogramTally.observe, inlined
+                else:
                     child.counts[bisect_left(child.bounds, value)] += 1  # type: ignore[union-attr]
                     child.sum += value  # type: ignore[union-attr]
 
     def describe(self) -> Iterable[Metric]:
-        return [_empty(family) for family in self.families]
+        return [KINDS[f.kind](f.name, f.documentation, labels=f.labelnames) for f in self.families]  # type: ignore[call-arg]
 
     def collect(self) -> Iterable[Metric]:
         self.fold()
         return [family.export() for family in self.families]
-
-
-def _empty(family: Family) -> Metric:
-    kinds: dict[str, type[Metric]] = {
-        "counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily
-    }  # fmt: skip
-    return kinds[family.kind](family.name, family.documentation, labels=family.labelnames)  # type: ignore[call-arg]

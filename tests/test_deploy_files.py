@@ -40,7 +40,7 @@ def exported_series() -> set[str]:
     metrics.leases_lost.inc()
     metrics.lease_renewals.inc()
     metrics.admin_actions.labels("evict", "ok").inc()
-    metrics.entered()
+    metrics.add((metrics.in_flight, 1))
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 
