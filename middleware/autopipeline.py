@@ -3,7 +3,8 @@
 Under load, many requests claim and complete keys at the same moment. redis-py gives each call a connection of
 its own and pays a send and a receive system call per command; here concurrent commands share one connection
 (Redis answers in order, so replies are matched first-in first-out) and one system call each way per batch.
-Parsing is hiredis. Only what the middleware's scripts need: EVALSHA (with EVAL after a NOSCRIPT), AUTH, SELECT.
+Parsing is hiredis. Only what the middleware's scripts need: EVALSHA (SCRIPT LOAD after a NOSCRIPT), AUTH, SELECT.
+The claim's and completion's commands are packed from templates made once (`template`), one formatting step per call.
 
 Every command has a deadline (`timeout`), watched by one timer per connection rather than one per command; a
 command past it fails with TimeoutError, and its reply, when it comes, is read and dropped, so the connection
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
@@ -52,6 +54,16 @@ def pack(args: tuple[Arg, ...]) -> bytes:
     """A command in RESP (*<n>, then $<len> <bytes> per argument; str as UTF-8, numbers in decimal), by hiredis."""
     packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # (its stub types a 1-tuple)
     return packed
+
+
+def template(*words: Arg | None) -> bytes:
+    """A command's RESP as a `%` format: its fixed words packed once, each None a slot taking two values, the
+    argument's length and its bytes: `template("GET", None) % (len(name), name)`. For the claim's SET this is one
+    formatting step instead of hiredis's conversion and sprintf per argument (0.41 against 0.94 µs, timeit)."""
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        parts.append(b"$%d\r\n%b\r\n" if word is None else pack((word,))[4:].replace(b"%", b"%%"))  # less "*1\r\n"
+    return b"".join(parts)
 
 
 class PipelinedProtocol(asyncio.Protocol):
@@ -195,20 +207,32 @@ class AutoPipelineClient:
         for reply in setup:
             await reply
 
-    async def execute(self, *args: Arg) -> Any:
+    def execute(self, *args: Arg) -> Awaitable[Any]:
+        return self.send(pack(args))
+
+    def send(self, command: bytes) -> Awaitable[Any]:
+        """The reply to a command already in RESP (`pack`, or a `template` filled in), to await. On an open
+        connection this is the connection's own future: no coroutine is made for it."""
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._connection()
-        return await protocol.send(pack(args))
+        if protocol is not None and protocol.lost is None:
+            return protocol.send(command)
+        return self._send_on_new_connection(command)
+
+    async def _send_on_new_connection(self, command: bytes) -> Any:
+        protocol = await self._connection()
+        return await protocol.send(command)
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Arg]) -> Any:
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._connection()
+        return await self.run_script(pack(("EVALSHA", sha, len(keys), *keys, *args)), script)
+
+    async def run_script(self, command: bytes, script: str) -> Any:
+        """An EVALSHA command, already in RESP. After a NOSCRIPT (Redis restarted, or SCRIPT FLUSH) the script is
+        loaded again and the same command sent once more."""
         try:
-            return await protocol.send(pack(("EVALSHA", sha, len(keys), *keys, *args)))
-        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: EVAL sends the script and caches it again
-            return await self.execute("EVAL", script, len(keys), *keys, *args)
+            return await self.send(command)
+        except NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script)
+            return await self.send(command)
 
     async def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:

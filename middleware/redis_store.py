@@ -13,11 +13,12 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from . import layout
 from .admin import AuditEntry, now_ms
-from .autopipeline import AutoPipelineClient
+from .autopipeline import AutoPipelineClient, template
 from .records import Claim, Record, RequestInfo, StoredResponse
 from .store import AUDIT_CAP, DEFAULT_PREFIX, Store, new_token, owner_id
 
 AnyRedis = aioredis.Redis | AsyncRedisCluster
+CLAIM = template("SET", None, None, "NX", "PX", None, "GET")  # record key, record, lease (ms)
 
 
 def _script(name: str) -> str:
@@ -37,6 +38,8 @@ class RedisStore(Store):
         self.owner = owner_id()
         self._owner_field = layout.field(self.owner)  # escaped once, for every claim
         self._complete: AsyncScript = client.register_script(_script("complete"))
+        # record key, owner token, '<now> <ttl> <status> <size> <stored>', headers, body (scripts/complete.lua)
+        self._complete_command = template("EVALSHA", self._complete.sha, 1, None, None, None, None, None)
         self._release: AsyncScript = client.register_script(_script("release"))
         self._renew: AsyncScript = client.register_script(_script("renew"))
         self._audit: AsyncScript = client.register_script(_script("audit"))
@@ -97,7 +100,8 @@ class RedisStore(Store):
         self.round_trips += 1
         try:
             if self.hot_path is not None:
-                found = await self.hot_path.execute("SET", record_key, record, "NX", "PX", lease_ms, "GET")
+                name, lease = record_key.encode(), b"%d" % lease_ms
+                found = await self.hot_path.send(CLAIM % (len(name), name, len(record), record, len(lease), lease))
             else:
                 found = await self.client.set(record_key, record, nx=True, px=lease_ms, get=True)
         except (OutOfMemoryError, ReadOnlyError):
@@ -112,20 +116,18 @@ class RedisStore(Store):
         return layout.claim_answer(found, request.fingerprint, now)
 
     async def complete(self, record_key: str, token: str, response: StoredResponse, ttl_ms: int) -> int | None:
-        done, held = await self._run(
-            self._complete,
-            [record_key],
-            [
-                token,
-                now_ms(),
-                ttl_ms,
-                response.status,
-                response.size,
-                "1" if response.stored else "0",
-                layout.header_block(response.headers),
-                response.body if response.stored else b"",
-            ],
-        )
+        stored = response.stored
+        numbers = b"%d %d %d %d %d" % (now_ms(), ttl_ms, response.status, response.size, stored)
+        block, body = layout.header_block(response.headers), response.body if stored else b""
+        self.round_trips += 1
+        if self.hot_path is not None:
+            name, owner = record_key.encode(), token.encode()
+            command = self._complete_command % (
+                len(name), name, len(owner), owner, len(numbers), numbers, len(block), block, len(body), body
+            )  # fmt: skip
+            done, held = await self.hot_path.run_script(command, self._complete.script)  # type: ignore[arg-type]
+        else:
+            done, held = await self._complete(keys=[record_key], args=[token, numbers, block, body])
         return int(held) if done == 1 else None
 
     async def release(self, record_key: str, token: str) -> bool:

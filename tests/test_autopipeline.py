@@ -75,7 +75,7 @@ def test_an_abandoned_command_keeps_the_connection_in_step(own_redis: RedisServe
     asyncio.run(main())
 
 
-def test_noscript_falls_back_to_eval_and_errors_are_typed(own_redis: RedisServer) -> None:
+def test_noscript_loads_the_script_again_and_errors_are_typed(own_redis: RedisServer) -> None:
     async def main() -> None:
         client = AutoPipelineClient.for_url(own_redis.url)
         assert client is not None
