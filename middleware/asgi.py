@@ -162,7 +162,7 @@ class IdempotentRequest:
     """The state of one request that carries a valid key (like starlette's GZipResponder)."""
 
     __slots__ = (
-        "chunks", "finished", "held", "key", "lease", "lease_ms", "max_body_size", "messages", "mw", "passing",
+        "chunks", "finished", "held", "key", "lease", "lease_ms", "loop", "max_body_size", "messages", "mw", "passing",
         "receive", "record_key", "route", "scope", "send", "sending", "size", "start", "storable", "token", "ttl_ms",
         "watch",
     )  # fmt: skip
@@ -184,6 +184,7 @@ class IdempotentRequest:
         self.record_key = ""
         self.token = ""
         self.lease: Lease | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by execute(), looked up once per request
         # response state
         self.start: Message | None = None
         self.chunks: list[bytes] = []
@@ -264,7 +265,8 @@ class IdempotentRequest:
     async def execute(self, token: str) -> None:
         mw = self.mw
         self.token = token
-        self.lease = Lease(self, token)
+        self.loop = asyncio.get_running_loop()  # (Python 3.11 makes a getpid system call for each lookup)
+        self.lease = Lease(self, token, self.loop)
         if mw.metrics is not None:
             mw.metrics.add((mw.metrics.in_flight, 1))
         try:
@@ -343,13 +345,15 @@ class IdempotentRequest:
         # response never waits for that work.
         self.finished = True
         self.held = StoredResponse(self.start_status(), self.stored_headers(), body, True, len(body))
-        self.watch = asyncio.get_running_loop().call_soon(self.app_went_on)
+        assert self.loop is not None
+        self.watch = self.loop.call_soon(self.app_went_on)
 
     def app_went_on(self) -> None:
         self.watch = None
         if self.held is not None:
             response, self.held = self.held, None
-            self.sending = asyncio.get_running_loop().create_task(self.store_and_send(response))
+            assert self.loop is not None
+            self.sending = self.loop.create_task(self.store_and_send(response))
 
     async def store_and_send(self, response: StoredResponse) -> None:
         await self.complete(response)
@@ -391,7 +395,13 @@ class IdempotentRequest:
         if self.start is None:
             return []
         skipped = self.mw.skipped_headers
-        return [(bytes(k), bytes(v)) for k, v in self.start.get("headers", ()) if bytes(k).lower() not in skipped]
+        kept = []
+        for name, value in self.start.get("headers", ()):
+            if type(name) is not bytes or type(value) is not bytes:  # bytes-like (ASGI asks for bytes): copied
+                name, value = bytes(name), bytes(value)
+            if name.lower() not in skipped:
+                kept.append((name, value))
+        return kept
 
     async def complete(self, response: StoredResponse) -> None:
         mw = self.mw
@@ -460,13 +470,13 @@ class Lease:
 
     __slots__ = ("_handle", "_loop", "_task", "interval", "lost", "request", "stopped", "token")
 
-    def __init__(self, request: IdempotentRequest, token: str) -> None:
+    def __init__(self, request: IdempotentRequest, token: str, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
         self.token = token
         self.stopped = False
         self.lost = False
         self.interval = request.lease_ms / 3000
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._handle: asyncio.TimerHandle | None = self._loop.call_later(self.interval, self._beat)
         self._task: asyncio.Task[None] | None = None
 

@@ -418,6 +418,35 @@ async def test_set_cookie_is_not_replayed_unless_configured(fast_store: Store) -
         assert again.headers.get("set-cookie") == expected
 
 
+async def test_bytes_like_response_headers_are_stored_as_bytes(fast_store: Store) -> None:
+    """ASGI asks for bytes; an app that sends bytearray or memoryview headers still gets them stored and replayed
+    (and the skipped ones still skipped)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        headers = [(bytearray(b"X-Kind"), memoryview(b"bytes-like")), (bytearray(b"Set-Cookie"), b"s=1")]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": b"made"})
+
+    wrapped = IdempotencyMiddleware(app, store=fast_store, registry=CollectorRegistry())
+    replies: list[list[Message]] = [[], []]
+    for sent in replies:  # (called directly: httpx's ASGI transport takes only bytes itself)
+        await wrapped(http_scope("/anything", [(b"idempotency-key", b"bytes-like")]), body_receiver([b""]), _keep(sent))
+    first = {bytes(k): bytes(v) for k, v in replies[0][0]["headers"]}  # as the app sent them
+    again = dict(replies[1][0]["headers"])
+    assert first[b"X-Kind"] == again[b"X-Kind"] == b"bytes-like"
+    assert all(type(k) is bytes and type(v) is bytes for k, v in again.items())
+    assert again[b"idempotent-replayed"] == b"true" and replies[1][1]["body"] == b"made"
+    assert b"Set-Cookie" in first and b"set-cookie" not in {k.lower() for k in again}
+
+
+def _keep(sent: list[Message]) -> Send:
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    return send
+
+
 async def test_replay_marker_header_is_configurable(fast_store: Store) -> None:
     app = create_app(fast_store, replay_header="Idempotency-Replayed")
     async with client_for(app) as client:
