@@ -155,7 +155,7 @@ class IdempotencyMiddleware:
             raise StoreError(operation, exc) from exc
         finally:
             if metrics is not None:
-                metrics.add((metrics.operation_duration[operation], perf_counter() - started))
+                metrics.operation_duration[operation].add(perf_counter() - started)
 
 
 class IdempotentRequest:
@@ -268,7 +268,7 @@ class IdempotentRequest:
         self.loop = asyncio.get_running_loop()  # (Python 3.11 makes a getpid system call for each lookup)
         self.lease = Lease(self, token, self.loop)
         if mw.metrics is not None:
-            mw.metrics.add((mw.metrics.in_flight, 1))
+            mw.metrics.in_flight.add(1)
         try:
             try:
                 await mw.app(self.app_scope(), self.replay_receive, self.capture)
@@ -290,7 +290,7 @@ class IdempotentRequest:
             self.lease.stop()
             self.lease = None  # the lease points back at this request: no cycle left for the GC to find
             if mw.metrics is not None:
-                mw.metrics.add((mw.metrics.in_flight, -1))
+                mw.metrics.in_flight.add(-1)
         if not self.finished:  # the app returned without finishing its response
             await self.settle_unfinished()
 
@@ -425,9 +425,9 @@ class IdempotentRequest:
             return
         mw._count("processed", self.scope, self.route)
         if mw.metrics is not None:
-            mw.metrics.add((mw.metrics.lock_held, held_ms / 1000))
+            mw.metrics.lock_held.add(held_ms / 1000)
             if response.stored:
-                mw.metrics.add((mw.metrics.stored_bytes, response.size))
+                mw.metrics.stored_bytes.add(response.size)
 
     async def release(self) -> None:
         self.finished = True
@@ -460,7 +460,7 @@ class IdempotentRequest:
             headers = [*headers, (mw.replay_header, b"true")]
         mw._count("replayed", self.scope, self.route)
         if mw.metrics is not None:
-            mw.metrics.add((mw.metrics.replay_age, claim.age_ms / 1000))
+            mw.metrics.replay_age.add(claim.age_ms / 1000)
         await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": response.body})
 

@@ -5,9 +5,9 @@ apps in one process share them instead of failing on duplicate registration. Lab
 route template (or `__unmatched__`), `method` one of the configured methods; never a key, path or tenant.
 
 The request path's metrics (requests, store operation durations, lock held, replay age, stored bytes, in flight)
-are tallies in plain Python (tallies.py): a request pays a deque append per update instead of a lock and a bucket
-walk. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the scrape may happen in another process, so they are
-prometheus_client's own metrics, written to its files at every update.
+are tallies in plain Python (tallies.py): a request pays a list append per update (`child.add(value)`) instead
+of a lock and a bucket walk. In multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the scrape may happen in another
+process, so they are prometheus_client's own metrics, written to its files at every update.
 """
 
 from __future__ import annotations
@@ -15,19 +15,31 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app, multiprocess
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from . import __version__
-from .tallies import FOLD_EVERY, HistogramTally, Tallies, ValueTally
+from .tallies import FOLD_EVERY, Tallies
 from .types import Receive, Scope, Send
 
-CounterLike = Counter | ValueTally  # a counter's child: .inc()
-GaugeLike = Gauge | ValueTally
-HistogramLike = Histogram | HistogramTally  # a histogram's child: .observe(value)
+
+class Tally(Protocol):
+    """A metric child on the request path: `add(value)` adds to a counter or gauge, or observes in a histogram."""
+
+    add: Callable[[float], None]
+
+
+class Direct:
+    """A prometheus_client metric child behind `add` (multiprocess mode: each update written at once)."""
+
+    __slots__ = ("add",)
+
+    def __init__(self, add: Callable[[float], None]) -> None:
+        self.add = add
+
 
 OUTCOMES = (
     "processed",
@@ -67,12 +79,7 @@ class IdempotencyMetrics:
         p = prefix
         # The request path's metrics: tallies in one process, prometheus_client's own metrics in multiprocess mode.
         self.tallies = Tallies() if "PROMETHEUS_MULTIPROC_DIR" not in os.environ else None
-        # add((child, value)): add `value` to a counter's or gauge's child, or observe it in a histogram's. With
-        # tallies it is the queue's own append, a C call with no Python frame, for the request path's several
-        # updates per request; count(), once per request, keeps the queue within FOLD_EVERY.
-        self.add: Callable[[tuple[CounterLike | HistogramLike | GaugeLike, float]], None] = (
-            self.tallies.queue.append if self.tallies is not None else self._apply  # type: ignore[assignment]
-        )
+        self._unfolded = 0  # requests counted since the tallies were last folded in
         self._requests = self._counter(
             f"{p}_requests", "Requests seen by the idempotency middleware, by outcome.", ["outcome", "method", "route"]
         )
@@ -96,12 +103,11 @@ class IdempotencyMetrics:
         )()
         in_flight_doc = "Requests holding an idempotency lock in this process (summed over live processes)."
         if self.tallies is not None:
-            self.in_flight: GaugeLike = self.tallies.family("gauge", f"{p}_requests_in_flight", in_flight_doc).value()
+            self.in_flight: Tally = self.tallies.family("gauge", f"{p}_requests_in_flight", in_flight_doc).value()
             registry.register(self.tallies)
         else:
-            self.in_flight = Gauge(
-                f"{p}_requests_in_flight", in_flight_doc, multiprocess_mode="livesum", registry=registry
-            )
+            gauge = Gauge(f"{p}_requests_in_flight", in_flight_doc, multiprocess_mode="livesum", registry=registry)
+            self.in_flight = Direct(gauge.inc)
         # Rare events: prometheus_client's metrics in both modes.
         self.store_errors = Counter(
             f"{p}_store_errors",
@@ -136,41 +142,38 @@ class IdempotencyMetrics:
         for action in ADMIN_ACTIONS:
             for result in ADMIN_RESULTS:
                 self.admin_actions.labels(action, result)
-        self._children: dict[tuple[str, str, str], CounterLike] = {}
+        self._children: dict[tuple[str, str, str], Tally] = {}
         self._routes_seen: set[tuple[str, str]] = set()
 
-    def _counter(self, name: str, documentation: str, labelnames: list[str]) -> Callable[..., CounterLike]:
+    def _counter(self, name: str, documentation: str, labelnames: list[str]) -> Callable[..., Tally]:
         if self.tallies is not None:
             return self.tallies.family("counter", name, documentation, labelnames).value
-        return Counter(name, documentation, labelnames, registry=self.registry).labels
+        counter = Counter(name, documentation, labelnames, registry=self.registry)
+        return lambda *values: Direct(counter.labels(*values).inc)
 
     def _histogram(
         self, name: str, documentation: str, buckets: tuple[float, ...], labelnames: Sequence[str] = ()
-    ) -> Callable[..., HistogramLike]:
+    ) -> Callable[..., Tally]:
         if self.tallies is not None:
             return self.tallies.family("histogram", name, documentation, labelnames, buckets).histogram
         histogram = Histogram(name, documentation, labelnames, buckets=buckets, registry=self.registry)
-        return histogram.labels if labelnames else lambda: histogram
+        return lambda *values: Direct((histogram.labels(*values) if values else histogram).observe)
 
     # -- the request path --
 
     def count(self, outcome: str, method: str, route: str) -> None:
-        """One request's outcome; called once per request, it also keeps the tallies' queue within FOLD_EVERY."""
+        """One request's outcome; called once per request, it also folds the tallies in every FOLD_EVERY requests."""
         child = self._children.get((outcome, method, route))
         if child is None:
             child = self._init_route(outcome, method, route)
-        self.add((child, 1))
-        if self.tallies is not None and len(self.tallies.queue) >= FOLD_EVERY:
-            self.tallies.fold()
+        child.add(1)
+        if self.tallies is not None:
+            self._unfolded += 1  # (a count lost between threads only delays a fold)
+            if self._unfolded >= FOLD_EVERY:
+                self._unfolded = 0
+                self.tallies.fold()
 
-    def _apply(self, update: tuple[CounterLike | HistogramLike | GaugeLike, float]) -> None:
-        child, value = update
-        if isinstance(child, Histogram):
-            child.observe(value)
-        else:
-            child.inc(value)  # type: ignore[union-attr]
-
-    def _init_route(self, outcome: str, method: str, route: str) -> CounterLike:
+    def _init_route(self, outcome: str, method: str, route: str) -> Tally:
         with self._lock:
             if (method, route) not in self._routes_seen:
                 self._routes_seen.add((method, route))

@@ -34,13 +34,13 @@ def exported_series() -> set[str]:
     metrics = IdempotencyMetrics(registry)
     metrics.count("processed", "POST", "/x")  # requests_total has no children before the first request
     for histogram in (metrics.lock_held, metrics.replay_age, metrics.stored_bytes):
-        histogram.observe(1)
-    metrics.operation_duration["claim"].observe(0.001)
+        histogram.add(1)
+    metrics.operation_duration["claim"].add(0.001)
     metrics.store_errors.labels("claim", "TimeoutError").inc()
     metrics.leases_lost.inc()
     metrics.lease_renewals.inc()
     metrics.admin_actions.labels("evict", "ok").inc()
-    metrics.add((metrics.in_flight, 1))
+    metrics.in_flight.add(1)
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from middleware import IdempotencyMetrics, MemoryStore, Store
 from middleware.metrics import OUTCOMES
-from middleware.tallies import FOLD_EVERY
+from middleware.tallies import FOLD_EVERY, HistogramTally
 from tests.orders_app import create_app
 from tests.test_middleware import BrokenStore, NoRenewStore
 
@@ -206,7 +206,7 @@ def test_tallies_fold_in_at_every_scrape_and_lose_nothing_to_a_scraping_thread()
     try:
         for _ in range(30_000):
             metrics.count("processed", "POST", "/x")
-            metrics.add((metrics.lock_held, 0.02))
+            metrics.lock_held.add(0.02)
     finally:
         stop.set()
         scraper.join()
@@ -220,8 +220,8 @@ def test_tallies_stay_bounded_without_a_scrape() -> None:
     metrics = IdempotencyMetrics(CollectorRegistry())
     for _ in range(5 * FOLD_EVERY):
         metrics.count("processed", "POST", "/x")
-        metrics.add((metrics.lock_held, 0.02))
-    assert metrics.tallies is not None and len(metrics.tallies.queue) <= FOLD_EVERY
+        metrics.lock_held.add(0.02)
+    assert isinstance(metrics.lock_held, HistogramTally) and len(metrics.lock_held.pending) <= FOLD_EVERY
 
 
 def test_tallies_export_exactly_what_prometheus_client_metrics_would(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,14 +235,14 @@ def test_tallies_export_exactly_what_prometheus_client_metrics_would(monkeypatch
         metrics.count("processed", "POST", "/orders")
         metrics.count("conflict", "PATCH", "/orders/{id}")
         for value in (0.0, 0.0005, 0.0007, 0.001, 2.5, 3.0):  # bounds themselves, between, and past the last
-            metrics.add((metrics.operation_duration["claim"], value))
-        metrics.add((metrics.operation_duration["complete"], 0.02))
-        metrics.add((metrics.lock_held, 0.25))
-        metrics.add((metrics.replay_age, 7 * 24 * 3600.0 + 1))
-        metrics.add((metrics.stored_bytes, 256))
-        metrics.add((metrics.in_flight, 1))
-        metrics.add((metrics.in_flight, 1))
-        metrics.add((metrics.in_flight, -1))
+            metrics.operation_duration["claim"].add(value)
+        metrics.operation_duration["complete"].add(0.02)
+        metrics.lock_held.add(0.25)
+        metrics.replay_age.add(7 * 24 * 3600.0 + 1)
+        metrics.stored_bytes.add(256)
+        metrics.in_flight.add(1)
+        metrics.in_flight.add(1)
+        metrics.in_flight.add(-1)
         text = generate_latest(metrics.registry).decode()
         return [line for line in text.splitlines() if "_created" not in line]
 
