@@ -327,6 +327,8 @@ class IdempotentRequest:
             await self.send(message)
             return
         body = message.get("body", b"")
+        if type(body) is not bytes:  # bytes-like (ASGI asks for bytes): copied, so that len() counts its bytes
+            body = bytes(body)
         more = message.get("more_body", False)
         self.chunks.append(body)
         self.size += len(body)

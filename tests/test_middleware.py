@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -438,6 +439,24 @@ async def test_bytes_like_response_headers_are_stored_as_bytes(fast_store: Store
     assert all(type(k) is bytes and type(v) is bytes for k, v in again.items())
     assert again[b"idempotent-replayed"] == b"true" and replies[1][1]["body"] == b"made"
     assert b"Set-Cookie" in first and b"set-cookie" not in {k.lower() for k in again}
+
+
+@pytest.mark.redis
+async def test_a_bytes_like_body_of_wide_items_is_stored_by_its_bytes(redis_store: RedisStore) -> None:
+    """A memoryview of 4-byte items has len() 2 for 8 bytes: the record must hold the 8 bytes (on the real Redis
+    hot path, a wrong length would break the connection's command stream)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": memoryview(array("I", [1, 2]))})
+
+    wrapped = IdempotencyMiddleware(app, store=redis_store, registry=CollectorRegistry())
+    replies: list[list[Message]] = [[], []]
+    for sent in replies:
+        await wrapped(http_scope("/wide", [(b"idempotency-key", b"wide")]), body_receiver([b""]), _keep(sent))
+    assert bytes(replies[0][1]["body"]) == replies[1][1]["body"] == array("I", [1, 2]).tobytes()
+    assert dict(replies[1][0]["headers"])[b"idempotent-replayed"] == b"true"
 
 
 def _keep(sent: list[Message]) -> Send:
