@@ -310,7 +310,8 @@ class IdempotentRequest:
         kind = message["type"]
         if self.passing:
             if kind == "http.response.body":
-                self.size += len(message.get("body", b""))
+                body = message.get("body", b"")
+                self.size += len(body) if type(body) is bytes else memoryview(body).nbytes  # (bytes-like: in bytes)
                 if not message.get("more_body", False):
                     await self.finish_passing()  # the record first, then the last chunk
             await self.send(message)

@@ -459,6 +459,21 @@ async def test_a_bytes_like_body_of_wide_items_is_stored_by_its_bytes(redis_stor
     assert dict(replies[1][0]["headers"])[b"idempotent-replayed"] == b"true"
 
 
+async def test_a_too_large_bytes_like_body_is_sized_in_bytes(fast_store: Store) -> None:
+    """Past max_body_size the body is passed through; the record's size counts bytes, not a memoryview's items."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for last in (False, False, True):
+            await send({"type": "http.response.body", "body": memoryview(array("I", [1, 2])), "more_body": not last})
+
+    wrapped = IdempotencyMiddleware(app, store=fast_store, registry=CollectorRegistry(), max_body_size=4)
+    await wrapped(http_scope("/wide", [(b"idempotency-key", b"wide-big")]), body_receiver([b""]), _discard)
+    record = await fast_store.get((await fast_store.scan(0, "*", 100))[1][0])
+    assert record is not None and not record.stored and record.size == 24
+
+
 def _keep(sent: list[Message]) -> Send:
     async def send(message: Message) -> None:
         sent.append(message)
